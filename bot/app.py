@@ -1,0 +1,116 @@
+"""Composition root: wire config, Redis, Slack, git and backends into `web` and `worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from redis.asyncio import Redis
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.backends import build_runtimes
+from bot.collector import Collector
+from bot.config import Config
+from bot.deploys import DeployRunner
+from bot.gitrepo import GitMirror
+from bot.keys import Keys
+from bot.locks import DeployLocks
+from bot.people import PeopleDirectory
+from bot.renderer import Renderer
+from bot.slackapi import SlackGateway
+from bot.store import Store
+from bot.web import create_bolt_app, create_web_app
+from bot.worker import Worker
+from handlers.slack import Deps
+
+
+def connect_redis(url: str) -> Redis:
+    # short timeouts: a web request must answer Slack within 3 s even when Redis is gone
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=1.0,
+        socket_timeout=2.0,
+        health_check_interval=15,
+    )
+
+
+def slack_client(token: str, api_url: str) -> AsyncWebClient:
+    return AsyncWebClient(token=token, base_url=api_url)
+
+
+@dataclass
+class WebServer:
+    runner: web.AppRunner
+    port: int
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_web(
+    config: Config,
+    store: Store,
+    client: AsyncWebClient,
+    *,
+    signing_secret: str,
+    host: str,
+    port: int,
+    clock: Callable[[], float] = time.time,
+) -> WebServer:
+    await store.ensure_group()
+    bolt = create_bolt_app(
+        client=client, signing_secret=signing_secret, deps=Deps(store, config, clock)
+    )
+    runner = web.AppRunner(create_web_app(bolt, store), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = port
+    for address in runner.addresses:
+        bound = int(address[1])
+        break
+    return WebServer(runner, bound)
+
+
+def build_worker(
+    config: Config,
+    store: Store,
+    client: AsyncWebClient,
+    *,
+    name: str | None = None,
+    reclaim_idle: float = 30.0,
+    lock_ttl: float = 30.0,
+) -> Worker:
+    gateway = SlackGateway(client)
+    mirror = GitMirror(config.repo.url, config.repo.branch, config.state_dir / "mirror.git")
+    people = PeopleDirectory(config.people, store.redis, store.keys, gateway)
+    renderer = Renderer(store, gateway, config)
+    deploys = DeployRunner(
+        store,
+        DeployLocks(store.redis, store.keys, ttl=lock_ttl),
+        renderer,
+        gateway,
+        build_runtimes(config),
+    )
+    return Worker(
+        store=store,
+        config=config,
+        slack=gateway,
+        collector=Collector(store, mirror, config, people),
+        renderer=renderer,
+        deploys=deploys,
+        name=name,
+        reclaim_idle=reclaim_idle,
+    )
+
+
+def make_store(redis: Redis, namespace: str = "default") -> Store:
+    return Store(redis, Keys(namespace))
+
+
+async def wait_forever(stop: asyncio.Event) -> None:
+    await stop.wait()

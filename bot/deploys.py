@@ -1,0 +1,259 @@
+"""Run one approved release: lock, deploy, check health, go live or roll back.
+
+There is one path for releases, manual rollbacks and automatic rollbacks: deploy a sha
+through the environment's backend, then check its health. Every state change is fenced
+by the deploy lock, so a worker that lost its lock cannot mark anything live.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.locks import DeployLocks, Lease
+from bot.renderer import Renderer
+from bot.slackapi import SlackGateway
+from bot.store import Job, Snapshot, Store, Write
+from deployer.base import Backend, DeployerError, DeployTarget, HealthResult, Reporter
+from deployer.health import HealthSpec, check_health
+from domain import environment
+from domain import release as rel
+from domain.errors import ShipmateError
+from domain.models import Release, ReleaseKind, ReleaseState, Step, StepStatus
+from domain.render import escape
+
+log = logging.getLogger(__name__)
+
+S = ReleaseState
+
+
+class Fenced(ShipmateError):
+    """This worker's deploy lock was taken over; it must stop touching the release."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentRuntime:
+    backend: Backend
+    health: HealthSpec | None
+
+
+class ThreadReporter(Reporter):
+    """Steps become fenced state changes (re-rendered into the message); details go to the thread."""
+
+    def __init__(
+        self, runner: DeployRunner, release: Release, lease: Lease, *, prefix: str = ""
+    ) -> None:
+        self.runner = runner
+        self.release = release
+        self.lease = lease
+        self.prefix = prefix
+
+    async def step(self, name: str, status: StepStatus, detail: str = "") -> None:
+        step = Step(name=f"{self.prefix}{name}", status=status, detail=detail)
+        await self.runner.transition(self.release, self.lease, rel.Progress(step=step))
+
+    async def detail(self, text: str) -> None:
+        await self.runner.thread(self.release, text)
+
+
+class DeployRunner:
+    def __init__(
+        self,
+        store: Store,
+        locks: DeployLocks,
+        renderer: Renderer,
+        slack: SlackGateway,
+        environments: Mapping[str, EnvironmentRuntime],
+        *,
+        clock: Callable[[], float] = time.time,
+        lock_wait: float = 600.0,
+    ) -> None:
+        self.store = store
+        self.locks = locks
+        self.renderer = renderer
+        self.slack = slack
+        self.environments = environments
+        self.clock = clock
+        self.lock_wait = lock_wait
+
+    async def run(self, release_id: str) -> None:
+        release = await self.store.release(release_id)
+        if release is None or release.state not in (S.APPROVED, S.DEPLOYING, S.VERIFYING):
+            return  # already done or never approved: a repeated job is a no-op
+        lease = await self.locks.acquire(release.env, wait=self.lock_wait)
+        if lease is None:
+            raise TimeoutError(
+                f"deploy lock for {release.env} still held after {self.lock_wait:.0f}s"
+            )
+        async with self.locks.kept_alive(lease):
+            claimed = await self._claim(release_id, lease)
+            if claimed is None:
+                return
+            await self.renderer.ensure_posted(release_id)
+            claimed = await self.store.release(release_id) or claimed
+            try:
+                await self._deploy_and_verify(claimed, lease)
+            except Fenced:
+                log.warning(
+                    "lost the deploy lock for %s; another worker owns release %s",
+                    release.env,
+                    release_id,
+                )
+                return
+        await self.store.enqueue(Job("collect"))
+
+    async def _claim(self, release_id: str, lease: Lease) -> Release | None:
+        """Move the release to deploying under this lease; None if someone else got it."""
+        at = self.clock()
+
+        def decide(snap: Snapshot) -> tuple[Write | None, Release | None]:
+            current = snap.get(release_id)
+            if current is None:
+                return None, None
+            if current.state in (S.DEPLOYING, S.VERIFYING):
+                # a worker died mid-deploy (its lock expired, so we hold it now): start over;
+                # deploys are idempotent
+                current = rel.apply(
+                    current, rel.Retry(reason="the previous worker stopped; deploying again"), at=at
+                )
+            if current.state is not S.APPROVED:
+                return None, None
+            previous = (
+                snap.env.live_sha if current.kind is ReleaseKind.RELEASE else current.base_sha
+            )
+            started = rel.apply(
+                current, rel.StartDeploy(fence=lease.fence, previous_sha=previous), at=at
+            )
+            return Write(releases=[started]), started
+
+        return await self.store.update(self._env(release_id), decide, extra=[release_id])
+
+    def _env(self, release_id: str) -> str:
+        return release_id.rsplit("-", 1)[0]
+
+    async def transition(
+        self,
+        release: Release,
+        lease: Lease,
+        event: rel.Event,
+        *,
+        env_change: Callable[[Snapshot, Release], Any] | None = None,
+    ) -> Release:
+        at = self.clock()
+
+        def decide(snap: Snapshot) -> tuple[Write, Release]:
+            current = snap.get(release.id)
+            if current is None or current.fence != lease.fence:
+                raise Fenced(f"release {release.id} is fenced by another worker")
+            new = rel.apply(current, event, at=at)
+            env = env_change(snap, new) if env_change else None
+            return Write(env=env, releases=[new]), new
+
+        return await self.store.update(release.env, decide, extra=[release.id])
+
+    async def thread(self, release: Release, text: str) -> None:
+        current = await self.store.release(release.id)
+        if current is None or current.message_ts is None or current.channel is None:
+            return
+        try:
+            await self.slack.post(current.channel, text, thread_ts=current.message_ts)
+        except Exception:  # a lost thread line must never fail a deploy
+            log.exception("could not post to the thread of %s", release.id)
+
+    async def _deploy_and_verify(self, release: Release, lease: Lease) -> None:
+        runtime = self.environments[release.env]
+        assert release.head_sha is not None
+        verb = "Rolling back" if release.kind is ReleaseKind.ROLLBACK else "Deploying"
+        await self.thread(
+            release, f"{verb} `{release.head_sha[:7]}` to *{release.env}* (release {release.id})."
+        )
+        ok, why = await self._ship(release, lease, release.head_sha, runtime, prefix="")
+        if ok:
+            await self._went_live(release, lease)
+            return
+        failed = await self.transition(release, lease, rel.MarkFailed(reason=why))
+        if failed.kind is ReleaseKind.ROLLBACK or failed.previous_sha is None:
+            tail = (
+                ""
+                if failed.kind is ReleaseKind.ROLLBACK
+                else " Nothing to roll back to: this was the first release there."
+            )
+            await self._finish_unhealthy(failed, lease)
+            await self.thread(failed, f":x: Release {failed.id} failed: {why}.{tail}")
+            return
+        await self.thread(failed, f":x: {why}. Rolling back to `{failed.previous_sha[:7]}`.")
+        rolling = await self.transition(failed, lease, rel.StartRollback())
+        healthy, detail = await self._ship(
+            rolling, lease, failed.previous_sha, runtime, prefix="rollback: "
+        )
+        done = await self.transition(
+            rolling,
+            lease,
+            rel.FinishRollback(healthy=healthy, detail=detail),
+            env_change=lambda snap, r: environment.finished_unhealthy(snap.env, r),
+        )
+        if healthy:
+            await self.thread(
+                done,
+                f":leftwards_arrow_with_hook: Rolled back: *{done.env}* runs `{failed.previous_sha[:7]}` again and it is healthy.",
+            )
+        else:
+            await self.thread(
+                done,
+                f":rotating_light: Rolled back to `{failed.previous_sha[:7]}`, but it is not healthy either: {detail}. Nothing on *{done.env}* is healthy.",
+            )
+
+    async def _ship(
+        self, release: Release, lease: Lease, sha: str, runtime: EnvironmentRuntime, *, prefix: str
+    ) -> tuple[bool, str]:
+        """Deploy ``sha`` and check its health; (healthy, why not)."""
+        reporter = ThreadReporter(self, release, lease, prefix=prefix)
+        target = DeployTarget(env=release.env, sha=sha)
+        try:
+            await runtime.backend.check_artifact(target)
+            await runtime.backend.deploy(target, reporter)
+        except DeployerError as err:
+            return False, escape(f"deploy of {sha[:7]} failed: {err}".splitlines()[0])
+        if not prefix:
+            await self.transition(release, lease, rel.DeployFinished())
+        result = await self._health(runtime, target, reporter)
+        if result.healthy:
+            return True, ""
+        return False, escape(f"health check failed: {result.detail}")
+
+    async def _health(
+        self, runtime: EnvironmentRuntime, target: DeployTarget, reporter: Reporter
+    ) -> HealthResult:
+        if runtime.health is None:
+            await reporter.step("health", StepStatus.OK, "no health check configured")
+            return HealthResult(
+                healthy=True, detail="no health check configured", attempts=0, elapsed=0.0
+            )
+        return await check_health(runtime.health, target, reporter)
+
+    async def _went_live(self, release: Release, lease: Lease) -> None:
+        at = self.clock()
+        live = await self.transition(
+            release,
+            lease,
+            rel.MarkHealthy(),
+            env_change=lambda snap, r: environment.went_live(snap.env, r, at=at),
+        )
+        sha = f"`{(live.head_sha or '')[:7]}`"
+        if live.kind is ReleaseKind.ROLLBACK:
+            text = f":leftwards_arrow_with_hook: Rollback {live.id} is done: *{live.env}* runs {sha} again and it is healthy."
+        else:
+            text = f":rocket: Release {live.id} is live on *{live.env}* ({sha})."
+        await self.thread(live, text)
+
+    async def _finish_unhealthy(self, release: Release, lease: Lease) -> None:
+        def decide(snap: Snapshot) -> tuple[Write | None, None]:
+            current = snap.get(release.id)
+            if current is None or current.fence != lease.fence:
+                raise Fenced(f"release {release.id} is fenced by another worker")
+            return Write(env=environment.finished_unhealthy(snap.env, current)), None
+
+        await self.store.update(release.env, decide, extra=[release.id])

@@ -1,0 +1,142 @@
+"""Keep each release's Slack message equal to its state in Redis.
+
+The message is a view. A render reads the release, renders it whole and edits the
+message only if the result differs from what was last shown; bursts of changes
+collapse into one edit. One worker renders a given release at a time; the others
+mark it dirty, and the renderer looks again before it lets go, so no change is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import replace
+
+from bot.config import Config
+from bot.slackapi import RateLimited, SlackGateway
+from bot.store import Snapshot, Store, Write
+from domain.models import Release, ReleaseState
+from domain.render import Rendered, RenderOptions, render_release
+
+log = logging.getLogger(__name__)
+
+LOCK_MS = 30_000
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def options_for(config: Config) -> RenderOptions:
+    return RenderOptions(
+        pr_url=config.repo.pr_url,
+        approve_reaction=config.slack.approve_reactions[0],
+        block_reaction=config.slack.block_reactions[0],
+    )
+
+
+def channel_for(config: Config, env: str) -> str:
+    env_config = config.environments.get(env)
+    return (
+        env_config.channel if env_config and env_config.channel else None
+    ) or config.slack.channel
+
+
+def fingerprint(rendered: Rendered) -> str:
+    raw = json.dumps([rendered.text, rendered.blocks], sort_keys=True).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+class Renderer:
+    def __init__(self, store: Store, slack: SlackGateway, config: Config) -> None:
+        self.store = store
+        self.slack = slack
+        self.config = config
+        self.options = options_for(config)
+        self._release_lock = store.redis.register_script(_RELEASE_LOCK)
+
+    def _dirty_key(self, release_id: str) -> str:
+        return self.store.keys.render_lock(release_id) + ":dirty"
+
+    async def render(self, release_id: str) -> None:
+        redis = self.store.redis
+        await redis.set(self._dirty_key(release_id), "1", px=LOCK_MS * 2)
+        while True:
+            token = secrets.token_hex(8)
+            lock = self.store.keys.render_lock(release_id)
+            if not await redis.set(lock, token, nx=True, px=LOCK_MS):
+                return  # the holder sees the dirty mark before it lets go
+            try:
+                while await redis.getdel(self._dirty_key(release_id)):
+                    await redis.pexpire(lock, LOCK_MS)
+                    await self._render_once(release_id)
+            finally:
+                await self._release_lock(keys=[lock], args=[token])
+            if not await redis.exists(self._dirty_key(release_id)):
+                return
+
+    async def ensure_posted(self, release_id: str, *, wait: float = 15.0) -> Release | None:
+        """The release once its message exists (deploy details go in its thread).
+
+        Another task may hold the render lock and be posting right now, so this waits
+        for the message rather than posting a second one.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            await self.render(release_id)
+            release = await self.store.release(release_id)
+            if release is None or release.message_ts is not None or loop.time() >= deadline:
+                return release
+            await asyncio.sleep(0.05)
+
+    async def _render_once(self, release_id: str) -> None:
+        release = await self.store.release(release_id)
+        if release is None:
+            return
+        if (
+            release.message_ts is None
+            and release.state is ReleaseState.COLLECTING
+            and not release.commits
+        ):
+            return
+        rendered = render_release(release, self.options)
+        shown_key = self.store.keys.rendered(release_id)
+        digest = fingerprint(rendered)
+        if release.message_ts is None:
+            await self._post(release, rendered)
+        else:
+            shown = await self.store.redis.get(shown_key)
+            if (
+                shown is not None
+                and (shown.decode() if isinstance(shown, bytes) else shown) == digest
+            ):
+                return
+            try:
+                channel = release.channel or channel_for(self.config, release.env)
+                await self.slack.update(channel, release.message_ts, rendered.text, rendered.blocks)
+            except RateLimited:
+                # the next pass (after Retry-After) renders whatever is current by then
+                await self.store.redis.set(self._dirty_key(release_id), "1", px=LOCK_MS * 2)
+                return
+        await self.store.redis.set(shown_key, digest)
+
+    async def _post(self, release: Release, rendered: Rendered) -> None:
+        channel = channel_for(self.config, release.env)
+        response = await self.slack.post(channel, rendered.text, blocks=rendered.blocks)
+        ts = str(response["ts"])
+        posted_channel = str(response.get("channel") or channel)
+
+        def decide(snap: Snapshot) -> tuple[Write | None, None]:
+            current = snap.get(release.id)
+            if current is None or current.message_ts is not None:
+                return None, None
+            return Write(
+                releases=[replace(current, channel=posted_channel, message_ts=ts)],
+                messages=[(posted_channel, ts, release.id)],
+            ), None
+
+        await self.store.update(release.env, decide, extra=[release.id])

@@ -1,0 +1,121 @@
+"""The worker's only door to the Slack Web API.
+
+Slack answers 429 with a Retry-After; this module waits exactly that long before the
+next call to the same method, so shipmate never hammers a rate-limited workspace.
+Message edits are not replayed after a 429: the renderer renders the latest state
+again, so an update that was refused is repaired, not repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+log = logging.getLogger(__name__)
+
+#: never wait longer than this for one 429 (Slack's Retry-After is seconds, rarely minutes)
+MAX_RETRY_AFTER = 120.0
+
+
+class RateLimited(Exception):
+    def __init__(self, method: str, retry_after: float) -> None:
+        super().__init__(f"Slack rate-limited {method}; retry after {retry_after:.0f}s")
+        self.method = method
+        self.retry_after = retry_after
+
+
+def retry_after(err: SlackApiError) -> float | None:
+    """Seconds to wait when ``err`` is a 429, else None."""
+    response = err.response
+    if response is None or response.status_code != 429:
+        return None
+    raw = response.headers.get("Retry-After") or response.headers.get("retry-after") or "1"
+    try:
+        return min(float(raw), MAX_RETRY_AFTER)
+    except ValueError:
+        return 1.0
+
+
+class SlackGateway:
+    def __init__(
+        self, client: AsyncWebClient, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.client = client
+        self._clock = clock
+        #: per method: the monotonic time before which no call may be made
+        self._not_before: dict[str, float] = {}
+        self.calls = 0
+        self.rate_limited = 0
+
+    async def _wait_turn(self, method: str) -> None:
+        delay = self._not_before.get(method, 0.0) - self._clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def call(
+        self,
+        method: str,
+        fn: Callable[..., Awaitable[AsyncSlackResponse]],
+        *,
+        replay: bool = True,
+        **kwargs: Any,
+    ) -> AsyncSlackResponse:
+        """Call ``fn(**kwargs)``; on 429 wait Retry-After and retry, or raise RateLimited if not ``replay``."""
+        while True:
+            await self._wait_turn(method)
+            self.calls += 1
+            try:
+                return await fn(**kwargs)
+            except SlackApiError as err:
+                wait = retry_after(err)
+                if wait is None:
+                    raise
+                self.rate_limited += 1
+                self._not_before[method] = self._clock() + wait
+                log.warning("slack rate limit", extra={"method": method, "retry_after": wait})
+                if not replay:
+                    raise RateLimited(method, wait) from err
+
+    async def post(self, channel: str, text: str, **kwargs: Any) -> AsyncSlackResponse:
+        return await self.call(
+            "chat.postMessage", self.client.chat_postMessage, channel=channel, text=text, **kwargs
+        )
+
+    async def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        await self.call(
+            "chat.update",
+            self.client.chat_update,
+            replay=False,
+            channel=channel,
+            ts=ts,
+            text=text,
+            blocks=blocks,
+        )
+
+    async def ephemeral(self, channel: str, user: str, text: str) -> None:
+        await self.call(
+            "chat.postEphemeral",
+            self.client.chat_postEphemeral,
+            channel=channel,
+            user=user,
+            text=text,
+        )
+
+    async def lookup_by_email(self, email: str) -> str | None:
+        try:
+            response = await self.call(
+                "users.lookupByEmail", self.client.users_lookupByEmail, email=email
+            )
+        except SlackApiError as err:
+            if err.response is not None and err.response.get("error") == "users_not_found":
+                return None
+            raise
+        user = response.get("user") or {}
+        return str(user["id"]) if user.get("id") else None

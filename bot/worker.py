@@ -1,0 +1,232 @@
+"""The `worker` process: jobs from a Redis Streams consumer group, plus the poll timer.
+
+Any number of workers share the group. A job is acknowledged only after it is done; a
+worker that dies leaves it pending, and another worker claims it once it has been idle
+for ``reclaim_idle`` seconds. A running job keeps claiming itself so nobody steals it,
+and one that keeps failing goes to a dead-letter stream and the channel is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from bot.collector import Collector
+from bot.config import Config
+from bot.deploys import DeployRunner
+from bot.keys import JOBS_GROUP
+from bot.renderer import Renderer, channel_for, options_for
+from bot.slackapi import SlackGateway
+from bot.store import Store
+from domain.models import ReleaseState
+from domain.render import render_approval_request
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Mapping[str, str]], Awaitable[None]]
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        config: Config,
+        slack: SlackGateway,
+        collector: Collector,
+        renderer: Renderer,
+        deploys: DeployRunner,
+        name: str | None = None,
+        concurrency: int = 16,
+        reclaim_idle: float = 30.0,
+        max_deliveries: int = 5,
+        block_ms: int = 1000,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.slack = slack
+        self.collector = collector
+        self.renderer = renderer
+        self.deploys = deploys
+        self.name = name or consumer_name()
+        self.reclaim_idle_ms = int(reclaim_idle * 1000)
+        self.max_deliveries = max_deliveries
+        self.block_ms = block_ms
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._collect_lock = asyncio.Lock()
+        self._handlers: dict[str, Handler] = {
+            "render": self._render,
+            "deploy": self._deploy,
+            "collect": self._collect,
+            "ask_approvals": self._ask_approvals,
+            "notice": self._notice,
+            "channel_notice": self._channel_notice,
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.store.ensure_group()
+        loops = [
+            asyncio.create_task(self._consume(stop), name="consume"),
+            asyncio.create_task(self._poll(stop), name="poll"),
+            asyncio.create_task(self._reclaim(stop), name="reclaim"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        redis = self.store.redis
+        while not stop.is_set():
+            try:
+                await self._slots.acquire()
+                self._slots.release()
+                batches: Any = await redis.xreadgroup(
+                    JOBS_GROUP,
+                    self.name,
+                    {self.store.keys.jobs: ">"},
+                    count=16,
+                    block=self.block_ms,
+                )
+            except RedisError as err:
+                log.warning("cannot read jobs from Redis (%s); retrying", err)
+                await asyncio.sleep(1.0)
+                continue
+            for _stream, entries in batches or []:
+                for entry_id, fields in entries:
+                    await self._spawn(entry_id, fields)
+
+    async def _spawn(self, entry_id: str, fields: Mapping[str, str]) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(entry_id, fields))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._slots.release())
+
+    async def _handle(self, entry_id: str, fields: Mapping[str, str]) -> None:
+        kind = fields.get("kind", "")
+        handler = self._handlers.get(kind)
+        heartbeat = asyncio.create_task(self._keep_claimed(entry_id))
+        try:
+            if handler is None:
+                log.error("unknown job kind %r; dropping it", kind)
+            else:
+                await handler(fields)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s (%s) failed; it will be retried", entry_id, kind)
+            return
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        await self.store.redis.xack(self.store.keys.jobs, JOBS_GROUP, entry_id)
+
+    async def _keep_claimed(self, entry_id: str) -> None:
+        """Reset the job's idle time while it runs, so a long deploy is not reclaimed."""
+        while True:
+            await asyncio.sleep(self.reclaim_idle_ms / 3000)
+            with contextlib.suppress(RedisError):
+                await self.store.redis.xclaim(
+                    self.store.keys.jobs, JOBS_GROUP, self.name, 0, [entry_id], justid=True
+                )
+
+    async def _reclaim(self, stop: asyncio.Event) -> None:
+        redis = self.store.redis
+        while not stop.is_set():
+            await asyncio.sleep(self.reclaim_idle_ms / 2000)
+            try:
+                result: Any = await redis.xautoclaim(
+                    self.store.keys.jobs,
+                    JOBS_GROUP,
+                    self.name,
+                    self.reclaim_idle_ms,
+                    "0-0",
+                    count=32,
+                )
+                for entry_id, fields in result[1]:
+                    if fields and not await self._dead_lettered(entry_id, fields):
+                        await self._spawn(entry_id, fields)
+            except RedisError as err:
+                log.warning("cannot reclaim jobs (%s)", err)
+
+    async def _dead_lettered(self, entry_id: str, fields: Mapping[str, str]) -> bool:
+        redis = self.store.redis
+        info: Any = await redis.xpending_range(
+            self.store.keys.jobs, JOBS_GROUP, entry_id, entry_id, 1
+        )
+        deliveries = int(info[0]["times_delivered"]) if info else 0
+        if deliveries <= self.max_deliveries:
+            return False
+        dead: dict[Any, Any] = {**fields, "job_id": entry_id, "deliveries": str(deliveries)}
+        await redis.xadd(self.store.keys.dead_letters, dead)
+        await redis.xack(self.store.keys.jobs, JOBS_GROUP, entry_id)
+        text = (
+            f":rotating_light: shipmate gave up on a `{fields.get('kind')}` job "
+            f"({', '.join(f'{k}={v}' for k, v in fields.items() if k != 'kind')}) after {deliveries} tries. "
+            "It is kept in the dead-letter stream; check the worker logs."
+        )
+        with contextlib.suppress(Exception):
+            await self.slack.post(self.config.slack.channel, text)
+        return True
+
+    async def _poll(self, stop: asyncio.Event) -> None:
+        every = self.config.repo.poll_every
+        lease = self.store.keys.collector_lease
+        while not stop.is_set():
+            try:
+                # one collect per interval across all workers
+                if await self.store.redis.set(
+                    lease, self.name, nx=True, px=max(1, int(every * 1000 * 0.9))
+                ):
+                    await self._collect({})
+            except Exception:
+                log.exception("poll collect failed; trying again in %.0fs", every)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+
+    async def _collect(self, _: Mapping[str, str]) -> None:
+        async with self._collect_lock:
+            await self.collector.collect()
+
+    async def _render(self, fields: Mapping[str, str]) -> None:
+        await self.renderer.render(fields["release"])
+
+    async def _deploy(self, fields: Mapping[str, str]) -> None:
+        await self.deploys.run(fields["release"])
+
+    async def _ask_approvals(self, fields: Mapping[str, str]) -> None:
+        release = await self.renderer.ensure_posted(fields["release"])
+        if release is None or release.message_ts is None:
+            return
+        if release.state not in (ReleaseState.AWAITING_APPROVAL, ReleaseState.BLOCKED):
+            return
+        text = render_approval_request(release, options_for(self.config))
+        await self.slack.post(
+            release.channel or channel_for(self.config, release.env),
+            text,
+            thread_ts=release.message_ts,
+        )
+
+    async def _notice(self, fields: Mapping[str, str]) -> None:
+        await self.slack.ephemeral(fields["channel"], fields["user"], fields["text"])
+
+    async def _channel_notice(self, fields: Mapping[str, str]) -> None:
+        await self.slack.post(fields["channel"], fields["text"])

@@ -1,0 +1,103 @@
+"""The contract between the worker and a deploy backend.
+
+The worker owns the release state machine and the Slack views; a backend only knows how
+to put one sha on one environment and says what it is doing through a :class:`Reporter`.
+These types are deliberately independent of ``bot.config`` so the composition root maps
+configuration onto them and backends stay testable without a config file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from domain.errors import ShipmateError
+from domain.models import StepStatus
+
+# fullmatch, not ^...$: "$" also matches before a trailing newline, and these values end up
+# in argv and environment variables.
+_SHA_RE = re.compile(r"[0-9a-f]{7,40}")
+_ENV_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeployTarget:
+    """What to deploy where. Validated here because these values are the only variable
+    parts of commands and URLs: anything else could smuggle options or paths into argv."""
+
+    env: str
+    sha: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.env, str) or not _ENV_RE.fullmatch(self.env):
+            raise ValueError(f"not a valid environment name: {self.env!r}")
+        if not isinstance(self.sha, str) or not _SHA_RE.fullmatch(self.sha):
+            raise ValueError(f"not a commit sha (7-40 lowercase hex digits): {self.sha!r}")
+
+    @property
+    def short_sha(self) -> str:
+        return self.sha[:7]
+
+
+class Reporter(Protocol):
+    """Where a backend's progress goes; the worker turns it into Slack updates."""
+
+    async def step(self, name: str, status: StepStatus, detail: str = "") -> None:
+        """Set the state of a progress line ("deploy", "health") in the release message."""
+
+    async def detail(self, text: str) -> None:
+        """Add a line, or a block of command output, to the release thread."""
+
+
+class Backend(Protocol):
+    kind: str
+
+    async def check_artifact(self, target: DeployTarget) -> None:
+        """Raise :class:`ArtifactMissing` when the sha cannot be deployed (e.g. no image)."""
+
+    async def deploy(self, target: DeployTarget, reporter: Reporter) -> None:
+        """Make ``target.env`` run ``target.sha``; raise :class:`DeployError` on failure.
+
+        Must be idempotent: deploying the sha that already runs succeeds, because a
+        rollback and a retried job both go through this same path.
+        """
+
+    async def close(self) -> None:
+        """Release clients and connections held by the backend."""
+
+
+class DeployerError(ShipmateError):
+    """A deploy-side failure; ``str()`` is written for the release thread, not a log."""
+
+
+class DeployError(DeployerError):
+    pass
+
+
+class ArtifactMissing(DeployerError):
+    pass
+
+
+class HealthCheckFailed(DeployerError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class HealthResult:
+    healthy: bool
+    #: on failure the last failure seen ("GET http://… -> 500"), else a summary
+    detail: str
+    attempts: int
+    elapsed: float
+
+    def raise_for_health(self) -> None:
+        """For callers that prefer an exception over checking ``healthy``."""
+        if not self.healthy:
+            raise HealthCheckFailed(self.detail)
+
+
+def format_seconds(seconds: float) -> str:
+    """600.0 -> "600s", 0.05 -> "0.05s": short enough for a Slack line."""
+    text = f"{seconds:.2f}".rstrip("0").rstrip(".")
+    return f"{text}s"

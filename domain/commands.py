@@ -1,0 +1,71 @@
+"""The slash-command grammar: ``/release [env]``, ``/rollback [env]``, ``help``.
+
+User text only ever becomes an environment name checked against the configured ones,
+so nothing a user types can reach a command line or a Redis key unchecked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from domain.errors import UsageError
+
+MAX_TEXT = 200
+_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Action(StrEnum):
+    RELEASE = "release"
+    ROLLBACK = "rollback"
+    HELP = "help"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    action: Action
+    env: str | None = None
+    #: which slash command asked, for help texts ("/release" or "/rollback")
+    verb: str = "release"
+
+
+def usage(verb: str, environments: Sequence[str]) -> str:
+    envs = ", ".join(f"`{e}`" for e in environments) or "(none configured)"
+    return (
+        f"Usage: `/{verb} <environment>`, for example `/{verb} {environments[0] if environments else 'staging'}`.\n"
+        f"Environments: {envs}.\n"
+        "`/release <env>` freezes the batch and asks its authors to approve by reacting; "
+        "`/rollback <env>` puts the last good release back at once."
+    )
+
+
+def parse(verb: str, text: str, environments: Sequence[str]) -> Command:
+    """Parse the text after ``/release`` or ``/rollback``; raise UsageError saying what to type."""
+    action = Action.RELEASE if verb == "release" else Action.ROLLBACK
+    cleaned = text.strip()
+    if len(cleaned) > MAX_TEXT:
+        raise UsageError(
+            f"That is {len(text)} characters; I expected an environment name.\n"
+            + usage(verb, environments)
+        )
+    words = cleaned.split()
+    if words and words[0].lower() in ("help", "-h", "--help", "?"):
+        return Command(Action.HELP, verb=verb)
+    if not words:
+        if len(environments) == 1:
+            return Command(action, environments[0], verb=verb)
+        raise UsageError("Which environment? " + usage(verb, environments))
+    if len(words) > 1:
+        raise UsageError(
+            f"`/{verb}` takes one environment name, got {len(words)} words.\n"
+            + usage(verb, environments)
+        )
+    name = words[0]
+    if not _WORD.match(name):
+        raise UsageError("That is not an environment name.\n" + usage(verb, environments))
+    lowered = name.lower()
+    if lowered not in environments:
+        raise UsageError(f"Unknown environment `{name}`.\n" + usage(verb, environments))
+    return Command(action, lowered, verb=verb)

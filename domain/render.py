@@ -1,0 +1,286 @@
+"""Block Kit for the release message, re-rendered whole from state on every change.
+
+Pure: the same release always renders to the same blocks, so a renderer can skip an
+update that would change nothing, and a lost update is repaired by the next one.
+Times use Slack's ``<!date^...>`` so the reader's client formats them; no clock here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from domain import approvals
+from domain.models import Commit, Person, Release, ReleaseKind, ReleaseState, Step, StepStatus
+
+Block = dict[str, Any]
+
+#: Slack allows 3000 characters in a section; leave room for the "and N more" line
+_SECTION_LIMIT = 2900
+#: commits listed in full; the rest are counted, keeping the message under 50 blocks
+MAX_LISTED_COMMITS = 40
+
+S = ReleaseState
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    pr_url: str | None = None
+    approve_reaction: str = "white_check_mark"
+    block_reaction: str = "no_entry"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    text: str
+    blocks: list[Block]
+
+
+def escape(text: str) -> str:
+    """Escape the three characters mrkdwn treats as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def short(sha: str | None) -> str:
+    return f"`{sha[:7]}`" if sha else "nothing yet"
+
+
+def slack_date(ts: float, fmt: str = "{date_short_pretty} {time}") -> str:
+    """A date each reader sees in their own time zone; the fallback is UTC."""
+    fallback = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    return f"<!date^{int(ts)}^{fmt}|{fallback}>"
+
+
+def mention(user: str) -> str:
+    return f"<@{user}>"
+
+
+def person_label(person: Person) -> str:
+    return mention(person.slack_user) if person.slack_user else escape(person.name)
+
+
+def commit_line(commit: Commit, options: RenderOptions) -> str:
+    title = commit.title
+    if commit.pr is not None:
+        # the squash title's own "(#123)" becomes the link instead of appearing twice
+        title = title.removesuffix(f"(#{commit.pr})").rstrip()
+    line = f"`{commit.short_sha}` {escape(title)}"
+    if commit.pr is not None:
+        if options.pr_url:
+            url = options.pr_url.replace("{number}", str(commit.pr))
+            line += f" (<{url}|#{commit.pr}>)"
+        else:
+            line += f" (#{commit.pr})"
+    names = ", ".join(escape(a.name) for a in commit.involved())
+    return f"{line} — {names}"
+
+
+def render_release(release: Release, options: RenderOptions) -> Rendered:
+    blocks: list[Block] = [_section(_headline(release))]
+    context = _context_line(release, options)
+    if context:
+        blocks.append(_context(context))
+    if release.commits:
+        blocks.extend(_commit_sections(release.commits, options))
+    if (
+        release.approval_required
+        and release.frozen_at is not None
+        and release.kind is ReleaseKind.RELEASE
+    ):
+        blocks.append(_section(_approval_text(release, options)))
+    if release.steps:
+        blocks.append(_context("\n".join(_step_line(step) for step in release.steps)))
+    outcome = _outcome_text(release)
+    if outcome:
+        blocks.append(_section(outcome))
+    return Rendered(text=_fallback(release), blocks=blocks)
+
+
+def render_approval_request(release: Release, options: RenderOptions) -> str:
+    """The thread reply that mentions everyone whose approval is needed."""
+    asked = [mention(u) for u in approvals.awaited(release)]
+    lines = [
+        f"{', '.join(asked) or 'Nobody'}: please review release {release.id} to *{release.env}* "
+        f"and react to the message above with :{options.approve_reaction}: to approve "
+        f"or :{options.block_reaction}: to block."
+    ]
+    if release.unmapped:
+        lines.append(_stand_in_text(release))
+    return "\n".join(lines)
+
+
+def _fallback(release: Release) -> str:
+    n = len(release.commits)
+    commits = f"{n} commit{'s' if n != 1 else ''}"
+    if release.state is S.COLLECTING:
+        return f"Next release to {release.env}: {commits}"
+    what = "Rollback" if release.kind is ReleaseKind.ROLLBACK else "Release"
+    return (
+        f"{what} {release.id} to {release.env}: {release.state.value.replace('_', ' ')} ({commits})"
+    )
+
+
+def _headline(release: Release) -> str:
+    env = f"`{release.env}`"
+    rid = release.id
+    n = len(release.commits)
+    count = f"{n} commit{'s' if n != 1 else ''}"
+    if release.kind is ReleaseKind.ROLLBACK:
+        return _rollback_headline(release)
+    match release.state:
+        case S.COLLECTING:
+            return f":package: *Next release to {env}* · {count}"
+        case S.AWAITING_APPROVAL:
+            return f":hourglass_flowing_sand: *Release {rid} to {env} is waiting for approval* · {count}"
+        case S.BLOCKED:
+            who = ", ".join(mention(u) for u in sorted(release.blocks))
+            return f":no_entry: *Release {rid} to {env} is blocked* by {who}"
+        case S.APPROVED:
+            return f":white_check_mark: *Release {rid} to {env} is approved*; deploying {short(release.head_sha)}"
+        case S.DEPLOYING:
+            return f":gear: *Deploying release {rid}* ({short(release.head_sha)}) to {env}"
+        case S.VERIFYING:
+            return f":stethoscope: *Checking the health of release {rid}* on {env}"
+        case S.LIVE:
+            return f":rocket: *Release {rid} is live on {env}* · {short(release.head_sha)}"
+        case S.FAILED:
+            return f":x: *Release {rid} to {env} failed*"
+        case S.ROLLING_BACK:
+            return f":rewind: *Release {rid} failed; rolling {env} back to {short(release.previous_sha)}*"
+        case S.ROLLED_BACK:
+            if release.healthy_after_rollback is False:
+                return (
+                    f":rotating_light: *Release {rid} failed and the rollback is unhealthy too*: "
+                    f"nothing on {env} is healthy"
+                )
+            return f":leftwards_arrow_with_hook: *Release {rid} was rolled back*; {env} runs {short(release.previous_sha)} again"
+        case S.CANCELLED:
+            return f":heavy_multiplication_x: *Release {rid} to {env} was cancelled*"
+        case S.SUPERSEDED:
+            return f":fast_forward: *Release {rid} to {env} was superseded*"
+    return f"*Release {rid}*"  # pragma: no cover - exhaustive match
+
+
+def _rollback_headline(release: Release) -> str:
+    env = f"`{release.env}`"
+    target = f"{short(release.head_sha)}" + (
+        f" (release {release.rollback_target})" if release.rollback_target else ""
+    )
+    by = f" by {mention(release.requested_by)}" if release.requested_by else ""
+    match release.state:
+        case S.LIVE:
+            return f":leftwards_arrow_with_hook: *Rolled {env} back to {target}*{by}"
+        case S.FAILED | S.ROLLED_BACK:
+            return f":rotating_light: *Rollback of {env} to {target} is unhealthy*{by}"
+        case S.SUPERSEDED | S.CANCELLED:
+            return f":heavy_multiplication_x: *Rollback of {env} to {target} did not run*"
+        case _:
+            return f":rewind: *Rolling {env} back to {target}*{by}"
+
+
+def _context_line(release: Release, options: RenderOptions) -> str:
+    if release.state is S.COLLECTING:
+        runs = short(release.base_sha)
+        if not release.commits:
+            return f"{release.env} runs {runs}; no new commits."
+        return f"Since {runs}. Type `/release {release.env}` to ship {'it' if len(release.commits) == 1 else 'them'}."
+    parts = []
+    if release.requested_by and release.kind is ReleaseKind.RELEASE:
+        parts.append(f"Requested by {mention(release.requested_by)}")
+    if release.frozen_at is not None:
+        parts.append(f"frozen {slack_date(release.frozen_at)}")
+    if release.finished_at is not None and release.is_terminal:
+        parts.append(f"finished {slack_date(release.finished_at)}")
+    return " · ".join(parts)
+
+
+def _commit_sections(commits: Iterable[Commit], options: RenderOptions) -> list[Block]:
+    listed = list(commits)
+    hidden = max(0, len(listed) - MAX_LISTED_COMMITS)
+    lines = [commit_line(c, options) for c in listed[-MAX_LISTED_COMMITS:]]
+    if hidden:
+        lines.insert(0, f"_… and {hidden} earlier commit{'s' if hidden != 1 else ''}_")
+    sections: list[Block] = []
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        line = line if len(line) <= _SECTION_LIMIT else line[: _SECTION_LIMIT - 1] + "…"
+        if chunk and size + len(line) + 1 > _SECTION_LIMIT:
+            sections.append(_section("\n".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        sections.append(_section("\n".join(chunk)))
+    return sections
+
+
+def _approval_text(release: Release, options: RenderOptions) -> str:
+    marks: list[str] = []
+    seen: set[str] = set()
+    for person in release.people:
+        user = person.slack_user
+        if not user or user in seen:
+            continue
+        seen.add(user)
+        if user in release.blocks:
+            mark = ":no_entry:"
+        elif user in release.approvals:
+            mark = ":white_check_mark:"
+        else:
+            mark = ":hourglass_flowing_sand:"
+        marks.append(f"{mark} {mention(user)}")
+    for user in sorted(release.approvals | release.blocks):
+        if user not in seen:
+            seen.add(user)
+            mark = ":no_entry:" if user in release.blocks else ":white_check_mark:"
+            marks.append(f"{mark} {mention(user)} (for authors without Slack)")
+    text = "*Approvals:* " + (" · ".join(marks) if marks else "none needed")
+    if release.unmapped and not approvals.stand_in_given(release):
+        text += "\n" + _stand_in_text(release)
+    if release.state in (S.AWAITING_APPROVAL, S.BLOCKED):
+        text += (
+            f"\nReact with :{options.approve_reaction}: to approve or "
+            f":{options.block_reaction}: to block; remove your reaction to take it back."
+        )
+    return text
+
+
+def _stand_in_text(release: Release) -> str:
+    names = ", ".join(f"{escape(p.name)} ({escape(p.email)})" for p in release.unmapped)
+    who = " or ".join(mention(u) for u in sorted(approvals.stand_ins(release))) or "a release admin"
+    return f"{names} {'has' if len(release.unmapped) == 1 else 'have'} no Slack user; {who} can approve for them."
+
+
+_STEP_MARK = {
+    StepStatus.RUNNING: ":hourglass_flowing_sand:",
+    StepStatus.OK: ":white_check_mark:",
+    StepStatus.FAILED: ":x:",
+}
+
+
+def _step_line(step: Step) -> str:
+    detail = f" — {escape(step.detail)}" if step.detail else ""
+    return f"{_STEP_MARK[step.status]} {escape(step.name)}{detail}"
+
+
+def _outcome_text(release: Release) -> str | None:
+    if release.reason and release.state in (
+        S.FAILED,
+        S.ROLLING_BACK,
+        S.ROLLED_BACK,
+        S.CANCELLED,
+        S.SUPERSEDED,
+    ):
+        return f"*Why:* {release.reason}"
+    return None
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}

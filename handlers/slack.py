@@ -1,0 +1,124 @@
+"""bolt listeners: parse, record the intent durably, then ack with what happened.
+
+The app runs with ``process_before_response=True``: a listener acks only after its
+write reached Redis. If Redis is unreachable an event listener raises, bolt answers
+500 and Slack delivers the event again; a slash command gets a clear "try again".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot.config import Config
+from bot.store import Conflict, Store
+from domain import commands
+from domain.errors import DomainError
+from domain.models import Release, ReleaseState
+from handlers import intents
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = (
+    ":warning: shipmate could not record that: its database (Redis) is unreachable right now. "
+    "Nothing was changed; please try again in a minute."
+)
+BUSY = (
+    ":warning: Too many changes to that environment at once; nothing was changed. Please try again."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    store: Store
+    config: Config
+    clock: Callable[[], float] = field(default=time.time)
+
+
+def register(app: AsyncApp, deps: Deps) -> None:
+    async def on_release(ack: AsyncAck, command: dict[str, Any]) -> None:
+        await _slash(ack, command, deps, "release")
+
+    async def on_rollback(ack: AsyncAck, command: dict[str, Any]) -> None:
+        await _slash(ack, command, deps, "rollback")
+
+    async def on_reaction_added(ack: AsyncAck, event: dict[str, Any], body: dict[str, Any]) -> None:
+        await _reaction(event, body, deps, added=True)
+        await ack()
+
+    async def on_reaction_removed(
+        ack: AsyncAck, event: dict[str, Any], body: dict[str, Any]
+    ) -> None:
+        await _reaction(event, body, deps, added=False)
+        await ack()
+
+    app.command("/release")(on_release)
+    app.command("/rollback")(on_rollback)
+    app.event("reaction_added")(on_reaction_added)
+    app.event("reaction_removed")(on_reaction_removed)
+
+
+async def _slash(ack: AsyncAck, command: dict[str, Any], deps: Deps, verb: str) -> None:
+    environments = list(deps.config.environments)
+    user = str(command.get("user_id", ""))
+    try:
+        parsed = commands.parse(verb, str(command.get("text", "")), environments)
+        if parsed.action is commands.Action.HELP:
+            await ack(commands.usage(verb, environments))
+            return
+        assert parsed.env is not None
+        if parsed.action is commands.Action.RELEASE:
+            release = await intents.request_release(
+                deps.store, deps.config, env=parsed.env, user=user, at=deps.clock()
+            )
+            await ack(response_type="in_channel", text=_released_text(release, user))
+        else:
+            release = await intents.request_rollback(
+                deps.store, deps.config, env=parsed.env, user=user, at=deps.clock()
+            )
+            await ack(response_type="in_channel", text=_rollback_text(release, user))
+    except DomainError as err:
+        await ack(f":warning: {err}")
+    except RedisError:
+        log.exception("redis unavailable while handling /%s", verb)
+        await ack(UNAVAILABLE)
+    except Conflict:
+        await ack(BUSY)
+
+
+def _released_text(release: Release, user: str) -> str:
+    n = len(release.commits)
+    what = f"{n} commit{'s' if n != 1 else ''}"
+    if release.state is ReleaseState.APPROVED:
+        return f"<@{user}> released {what} to *{release.env}* (release {release.id}); no approvals needed, deploying now."
+    return f"<@{user}> asked to release {what} to *{release.env}* (release {release.id}); waiting for its authors to approve."
+
+
+def _rollback_text(release: Release, user: str) -> str:
+    target = (release.head_sha or "")[:7]
+    return f"<@{user}> is rolling *{release.env}* back to `{target}` (release {release.rollback_target})."
+
+
+async def _reaction(
+    event: dict[str, Any], body: dict[str, Any], deps: Deps, *, added: bool
+) -> None:
+    item = event.get("item") or {}
+    if item.get("type") != "message":
+        return
+    reaction = intents.Reaction(
+        channel=str(item.get("channel", "")),
+        ts=str(item.get("ts", "")),
+        user=str(event.get("user", "")),
+        name=str(event.get("reaction", "")),
+        added=added,
+        event_id=str(body.get("event_id", "")),
+    )
+    # Redis errors propagate on purpose: bolt answers 500 and Slack retries the event.
+    outcome = await intents.record_reaction(deps.store, deps.config, reaction, at=deps.clock())
+    log.debug("reaction %s: %s", reaction.name, outcome.value)
