@@ -74,15 +74,26 @@ status = subprocess.run(
     capture_output=True, text=True,
 ).stdout.strip() or "ok"
 pidfile = here / f"{env}.pid"
+
+
+def running(pid):
+    # an orphan that exited stays a zombie when PID 1 does not reap: that counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 if pidfile.exists():
     old = int(pidfile.read_text())
     try:
         os.kill(old, signal.SIGTERM)
-        for _ in range(200):
-            os.kill(old, 0)
-            time.sleep(0.01)
     except ProcessLookupError:
         pass
+    for _ in range(500):
+        if not running(old):
+            break
+        time.sleep(0.01)
 log = open(here / f"{env}.log", "ab")
 proc = subprocess.Popen(
     [sys.executable, str(here / "service.py"), str(port), sha, status],

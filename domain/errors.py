@@ -59,10 +59,13 @@ class UsageError(DomainError):
     """Slash-command text that does not parse; the message says what to type instead."""
 
 
+_VERBS = {"release": "release to", "rollback": "roll back", "lock": "lock"}
+
+
 class NotPermitted(DomainError):
     def __init__(self, user: str, action: str, env: str) -> None:
         super().__init__(
-            f"<@{user}> is not allowed to {action} *{env}*. "
+            f"<@{user}> is not allowed to {_VERBS.get(action, action)} *{env}*. "
             f"Ask someone listed under `permissions.{action}` in shipmate's config."
         )
         self.user = user

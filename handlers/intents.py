@@ -59,7 +59,7 @@ async def request_rollback(
 ) -> Release:
     """``/rollback env``: a rollback release, approved at once, for permitted users."""
     if not config.environments[env].permissions.allows("rollback", user):
-        raise NotPermitted(user, "roll back", env)
+        raise NotPermitted(user, "rollback", env)
     release_id = await store.next_release_id(env)
 
     def decide(snap: Snapshot) -> tuple[Write, Release]:

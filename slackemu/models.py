@@ -132,6 +132,8 @@ class ApiCall:
     ok: bool = True
     error: str | None = None
     response: JSONDict = field(default_factory=dict)
+    #: the Retry-After the emulator answered with a 429, in seconds
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True)

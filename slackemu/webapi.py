@@ -102,6 +102,7 @@ class WebApi:
                 ok=bool(body.get("ok")),
                 error=body.get("error"),
                 response=body,
+                retry_after=int(headers["Retry-After"]) if "Retry-After" in headers else None,
             )
         )
         return web.json_response(body, status=status, headers=headers)
