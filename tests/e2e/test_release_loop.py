@@ -131,3 +131,17 @@ async def test_first_release_failing_has_nothing_to_roll_back_to(team: Team) -> 
     )
     assert thread is not None
     assert "first release there" in thread
+
+
+async def test_force_push_is_reported_and_the_batch_follows_the_new_history(team: Team) -> None:
+    """A force-pushed branch is reported in the channel and the batch is recomputed, not crashed on."""
+    team.commit(BOB, "Experimental search")
+    await team.collect()
+    await team.batch_message(containing="Experimental search")
+    team.repo._git("reset", "-q", "--hard", "HEAD~1")
+    team.commit(CAROL, "Stable search")
+    await team.collect()
+    notice = await team.wait_message(lambda m: "was force-pushed" in rendered(m), what="the force-push notice")
+    assert "`main` was force-pushed" in rendered(notice)
+    batch = await team.batch_message(containing="Stable search")
+    assert "Experimental search" not in rendered(batch)

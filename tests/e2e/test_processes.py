@@ -1,0 +1,130 @@
+"""The Procfile contract: `shipmate web` and `shipmate worker` as real processes, configured by env."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.demo import PEOPLE, DemoRepo
+from slackemu import SlackEmulator
+from tests.conftest import RedisServer, free_port
+from tests.e2e.harness import ALICE, BOB, CHANNEL, rendered, write_config
+
+SHIPMATE = str(Path(sys.executable).with_name("shipmate"))
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[SlackEmulator]:
+    emu = SlackEmulator(signing_secret="proc-secret", bot_token="xoxb-proc")
+    await emu.start()
+    for user, (name, real, email) in PEOPLE.items():
+        emu.add_user(user, name=name, email=email, real_name=real)
+    emu.add_channel(CHANNEL, name="releases")
+    yield emu
+    await emu.stop()
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([SHIPMATE, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def test_web_and_worker_processes_release_from_env_config(
+    tmp_path: Path, redis_server: RedisServer, emulator: SlackEmulator
+) -> None:
+    """Started as the Procfile does, from environment variables only, they run a release."""
+    await _flush(redis_server)
+    repo = DemoRepo(tmp_path / "repo")
+    repo.commit(ALICE, "Initial shop", {"app/health": "ok\n"})
+    repo.commit(BOB, "Fix rounding", {"app/price": "even\n"})
+    port = free_port()
+    write_config(tmp_path, port=free_port(), staging_port=free_port())
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": "xoxb-proc",
+        "SLACK_SIGNING_SECRET": "proc-secret",
+        "SLACK_API_URL": emulator.api_url,
+        "REDIS_URL": redis_server.url,
+        "SHIPMATE_CONFIG": str(tmp_path / "shipmate.yml"),
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+    }
+    web = _spawn(["web"], env, tmp_path / "web.log")
+    worker = _spawn(["worker"], env, tmp_path / "worker.log")
+    try:
+        emulator.request_url = f"http://127.0.0.1:{port}/slack/events"
+        # the worker polls on start; the batch appears without any trigger
+        batch = await emulator.wait_for(
+            lambda: next((m for m in emulator.messages(CHANNEL) if "Fix rounding" in rendered(m)), None),
+            timeout=20,
+            what="the batch posted by the worker process",
+        )
+        assert batch is not None
+        answer = await emulator.slash_command(ALICE, CHANNEL, "/release", "staging")
+        assert "deploying now" in answer.text, answer
+        await emulator.wait_for(
+            lambda: any("is live on `staging`" in rendered(m) for m in emulator.messages(CHANNEL)),
+            timeout=20,
+            what="the release to go live",
+        )
+    finally:
+        for process in (web, worker):
+            process.terminate()
+        for process, name in ((web, "web"), (worker, "worker")):
+            code = await asyncio.to_thread(process.wait, 10)
+            assert code == 0, f"{name} exited {code}:\n{(tmp_path / f'{name}.log').read_text()}"
+        _stop_demo_service(tmp_path)
+
+
+async def _flush(server: RedisServer) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(server.url)
+    await client.flushall()
+    await client.aclose()
+
+
+def _stop_demo_service(workdir: Path) -> None:
+    for pidfile in workdir.glob("*.pid"):
+        subprocess.run(["kill", pidfile.read_text().strip()], check=False, capture_output=True)
+
+
+def test_missing_settings_are_named() -> None:
+    """`shipmate web` without a bot token says which variable is missing and exits 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    done = subprocess.run([SHIPMATE, "web"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "missing environment variables: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET" in done.stderr
+
+
+def test_check_config_reports_file_line_and_key(tmp_path: Path) -> None:
+    """`shipmate check-config` prints each problem with file, line and key, and exits non-zero."""
+    bad = tmp_path / "shipmate.yml"
+    bad.write_text(
+        "repo:\n  url: ./repo\n  brnch: main\nslack:\n  channel: C0RELEASES\n"
+        "environments:\n  sandbox:\n    backend: {kind: k8s}\n"
+    )
+    done = subprocess.run([SHIPMATE, "check-config", str(bad)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert f"{bad}:3: repo.brnch: unknown key, did you mean 'branch'?" in done.stdout
+    assert "environments.sandbox.backend.kind: expected one of docker, swarm, shell, got 'k8s'" in done.stdout
+
+
+def test_check_config_accepts_the_design_example(tmp_path: Path) -> None:
+    """The example configuration from the design document is valid."""
+    design = Path(__file__).resolve().parents[3] / "shared" / "design.md"
+    if not design.exists():
+        pytest.skip("shared/design.md is not beside this checkout")
+    text = design.read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "shipmate.yml"
+    path.write_text(example)
+    done = subprocess.run([SHIPMATE, "check-config", str(path)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout
+    assert "3 environments: staging (docker), production (swarm), sandbox (shell)" in done.stdout
