@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import shutil
@@ -61,6 +62,7 @@ from bench.common import (
     ChildServer,
     RedisServer,
     Summary,
+    as_text,
     kill_leftovers,
     machine_line,
     package_version,
@@ -74,8 +76,7 @@ from bot.keys import JOBS_GROUP
 from bot.local import LocalStack
 from bot.store import Store
 from domain.codec import release_from_doc
-from slackemu import Channel, Message, SlackEmulator, User
-from slackemu import payloads
+from slackemu import Channel, Message, SlackEmulator, User, payloads
 
 SECRET = "bench-signing-secret"
 TOKEN = "xoxb-bench"
@@ -190,9 +191,9 @@ class _Profiler:
 
     def start(self) -> None:
         if self.kind == "pyinstrument":
-            from pyinstrument import Profiler
-
-            self._impl = Profiler(interval=0.0001, async_mode="disabled")
+            # optional: pip install pyinstrument (not a shipmate dependency)
+            profiler = importlib.import_module("pyinstrument").Profiler
+            self._impl = profiler(interval=0.0001, async_mode="disabled")
         else:
             import cProfile
 
@@ -317,7 +318,7 @@ async def seed_store(config: Config, redis: Redis, emu: SlackEmulator, envs: Seq
 
         await wait_until(
             batches_posted,
-            timeout=SEED_TIMEOUT,
+            within=SEED_TIMEOUT,
             what=f"the worker to collect and post {len(names)} batches",
             every=0.2,
         )
@@ -328,7 +329,7 @@ async def seed_store(config: Config, redis: Redis, emu: SlackEmulator, envs: Seq
         assert release_id is not None
         await wait_until(
             lambda: _jobs_drained(store),
-            timeout=SEED_TIMEOUT,
+            within=SEED_TIMEOUT,
             what="the worker to finish its jobs",
         )
     finally:
@@ -337,14 +338,14 @@ async def seed_store(config: Config, redis: Redis, emu: SlackEmulator, envs: Seq
     if release is None or release.message_ts is None or release.channel is None:
         raise BenchError(f"release {release_id} has no Slack message after seeding")
     message = emu.message(release.channel, release.message_ts)
-    indexed = await redis.get(store.keys.message(release.channel, release.message_ts))
+    indexed = as_text(await redis.get(store.keys.message(release.channel, release.message_ts)))
     if message is None or indexed != f"sandbox/{release_id}":
         raise BenchError(f"the message of {release_id} is not indexed (index says {indexed!r})")
     batches: dict[str, str] = {}
     for name in envs:
-        env_raw = await redis.get(store.keys.env(name))
-        batch_id = json.loads(env_raw)["batch_release"] if env_raw else None
-        batch_raw = await redis.get(store.keys.release(batch_id)) if batch_id else None
+        env_raw = as_text(await redis.get(store.keys.env(name)))
+        batch_id = str(json.loads(env_raw).get("batch_release") or "") if env_raw else ""
+        batch_raw = as_text(await redis.get(store.keys.release(batch_id))) if batch_id else ""
         if not env_raw or not batch_raw:
             raise BenchError(f"environment {name} has no batch after seeding")
         batches[store.keys.env(name)] = env_raw
@@ -426,9 +427,7 @@ class Workload:
             msg=self.seed.message,
             event_ts=f"{time.time():.6f}",
         )
-        envelope = payloads.event_envelope(
-            self.emu.identity, event, f"EvBENCH{self.events:09d}"
-        )
+        envelope = payloads.event_envelope(self.emu.identity, event, f"EvBENCH{self.events:09d}")
         return json.dumps(envelope).encode()
 
 
@@ -443,9 +442,7 @@ async def send(
         status = response.status
     elapsed = time.perf_counter_ns() - start
     if status != 200:
-        raise BenchError(
-            f"POST {url} answered HTTP {status} (expected 200): {answer[:300]!r}"
-        )
+        raise BenchError(f"POST {url} answered HTTP {status} (expected 200): {answer[:300]!r}")
     return elapsed, answer
 
 
@@ -618,7 +615,7 @@ async def run(opts: argparse.Namespace, workdir: Path, redis_server: RedisServer
 async def _check_reactions_counted(
     redis: Redis, seed: Seed, version_before: int, opts: argparse.Namespace
 ) -> None:
-    raw = await redis.get(make_store(redis).keys.release(seed.release_id))
+    raw = as_text(await redis.get(make_store(redis).keys.release(seed.release_id)))
     after = release_from_doc(json.loads(raw)) if raw else None
     sent = opts.warmup + opts.requests
     if after is None or after.version - version_before != sent:
@@ -633,10 +630,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench.ack", description="Ack latency: shipmate's web next to a bare bolt AsyncApp"
     )
-    parser.add_argument("--requests", type=int, default=2000, help="timed requests per target and kind (default 2000)")
-    parser.add_argument("--warmup", type=int, default=200, help="untimed warm-up requests per target and kind (default 200)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=2000,
+        help="timed requests per target and kind (default 2000)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=200,
+        help="untimed warm-up requests per target and kind (default 200)",
+    )
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
-    parser.add_argument("--envs", type=int, default=200, help="environments /release cycles through (default 200)")
+    parser.add_argument(
+        "--envs", type=int, default=200, help="environments /release cycles through (default 200)"
+    )
     parser.add_argument(
         "--profile",
         choices=("cprofile", "pyinstrument"),

@@ -143,14 +143,13 @@ class ChildServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def stop(self, timeout: float = 15.0) -> None:
+    async def stop(self, grace: float = 15.0) -> None:
+        """Close its stdin, give it ``grace`` seconds to finish, then terminate it."""
         if self.process.stdin is not None and not self.process.stdin.closed:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()
-        try:
-            await asyncio.to_thread(self.process.wait, timeout)
-        except subprocess.TimeoutExpired:
-            pass
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(self.process.wait, grace)
         _terminate(self.process)
         if self.process.returncode not in (0, None):
             raise BenchError(
@@ -159,10 +158,7 @@ class ChildServer:
             )
 
 
-async def start_child(
-    name: str, argv: Sequence[str], log_path: Path, *, timeout: float = 60.0
-) -> ChildServer:
-    """Start ``argv`` and wait for its ``READY <port>`` line (stderr goes to ``log_path``)."""
+def _spawn(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             list(argv),
@@ -173,13 +169,24 @@ async def start_child(
             start_new_session=True,
         )
     _CHILDREN.add(process)
+    return process
+
+
+async def start_child(
+    name: str, argv: Sequence[str], log_path: Path, *, startup: float = 60.0
+) -> ChildServer:
+    """Start ``argv`` and wait up to ``startup`` seconds for its ``READY <port>`` line.
+
+    Its stderr goes to ``log_path``, shown when it fails.
+    """
+    process = await asyncio.to_thread(_spawn, argv, log_path)
     assert process.stdout is not None
     try:
-        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), timeout)
+        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), startup)
     except TimeoutError:
         _terminate(process)
         raise BenchError(
-            f"{name} did not report READY within {timeout:.0f}s; its log:\n{_tail(log_path)}"
+            f"{name} did not report READY within {startup:.0f}s; its log:\n{_tail(log_path)}"
         ) from None
     words = line.decode(errors="replace").split()
     if len(words) != 2 or words[0] != "READY" or not words[1].isdigit():
@@ -218,14 +225,14 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[bool]], *, timeout: float, what: str, every: float = 0.05
+    check: Callable[[], Awaitable[bool]], *, within: float, what: str, every: float = 0.05
 ) -> None:
-    """Poll ``check`` until it is true; BenchError naming ``what`` after ``timeout`` seconds."""
+    """Poll ``check`` until it is true; BenchError naming ``what`` after ``within`` seconds."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not await check():
         if loop.time() >= deadline:
-            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise BenchError(f"timed out after {within:.0f}s waiting for {what}")
         await asyncio.sleep(every)
 
 
@@ -253,9 +260,14 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
 def summarize_ns(samples_ns: Sequence[int]) -> Summary:
     """p50/p90/p99/max in milliseconds."""
     ms = sorted(ns / 1e6 for ns in samples_ns)
-    return Summary(
-        len(ms), percentile(ms, 50), percentile(ms, 90), percentile(ms, 99), ms[-1]
-    )
+    return Summary(len(ms), percentile(ms, 50), percentile(ms, 90), percentile(ms, 99), ms[-1])
+
+
+def as_text(value: object) -> str:
+    """A Redis reply as text ("" for none)."""
+    if value is None or value is False:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def package_version(name: str) -> str:

@@ -56,7 +56,9 @@ def build_health(config: Config, env: EnvironmentConfig) -> HealthSpec | None:
 def build_runtimes(config: Config) -> Mapping[str, EnvironmentRuntime]:
     return {
         name: EnvironmentRuntime(
-            backend=build_backend(config, env.backend), health=build_health(config, env)
+            backend=build_backend(config, env.backend),
+            health=build_health(config, env),
+            lock_on_failure=env.lock_on_failure,
         )
         for name, env in config.environments.items()
     }

@@ -144,9 +144,10 @@ class BackendConfig:
     network: str | None = None
     keep: int = 3
     stop_timeout: float = 10.0
-    # swarm
+    # swarm (plus image, env, ports, network, stop_timeout, used when shipmate creates the service)
     service: str | None = None
     update_timeout: float = 300.0
+    replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -727,7 +728,18 @@ _BACKEND_KEYS: dict[BackendKind, tuple[str, ...]] = {
         "stop_timeout",
         "registry",
     ),
-    "swarm": ("kind", "service", "image", "update_timeout", "registry"),
+    "swarm": (
+        "kind",
+        "service",
+        "image",
+        "update_timeout",
+        "registry",
+        "env",
+        "ports",
+        "network",
+        "replicas",
+        "stop_timeout",
+    ),
     "shell": ("kind", "deploy", "timeout", "cwd", "env"),
 }
 
@@ -878,6 +890,11 @@ def _swarm(f: _Fields) -> BackendConfig:
         image=f.required("image", _image, ""),
         update_timeout=f.value("update_timeout", _duration, 300.0),
         registry=f.value("registry", _registry, None),
+        env=f.value("env", _env_vars, _frozen()),
+        ports=f.value("ports", _ports, _frozen()),
+        network=f.value("network", _network, None),
+        replicas=f.value("replicas", _whole_number(1), 1),
+        stop_timeout=f.value("stop_timeout", _duration_or_zero, 10.0),
     )
 
 

@@ -17,12 +17,20 @@ from bot.locks import DeployLocks, Lease
 from bot.renderer import Renderer
 from bot.slackapi import SlackGateway
 from bot.store import Job, Snapshot, Store, Write
-from deployer.base import Backend, DeployerError, DeployTarget, HealthResult, Reporter
+from deployer.base import (
+    Backend,
+    DeployerError,
+    DeployTarget,
+    Diagnostics,
+    HealthResult,
+    NativeHealth,
+    Reporter,
+)
 from deployer.health import HealthSpec, check_health
 from domain import environment
 from domain import release as rel
 from domain.errors import ShipmateError
-from domain.models import Release, ReleaseKind, ReleaseState, Step, StepStatus
+from domain.models import EnvState, Release, ReleaseKind, ReleaseState, Step, StepStatus
 from domain.render import escape
 
 log = logging.getLogger(__name__)
@@ -34,10 +42,16 @@ class Fenced(ShipmateError):
     """This worker's deploy lock was taken over; it must stop touching the release."""
 
 
+#: how long a backend's own health signal (an image HEALTHCHECK) may take when none is configured
+NATIVE_HEALTH_TIMEOUT = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class EnvironmentRuntime:
     backend: Backend
     health: HealthSpec | None
+    #: lock the environment after an automatic rollback (config: lock_on_failure)
+    lock_on_failure: bool = True
 
 
 class ThreadReporter(Reporter):
@@ -121,6 +135,9 @@ class DeployRunner:
                 )
             if current.state is not S.APPROVED:
                 return None, None
+            if environment.waits_for_lock(snap.env, current):
+                # /unlock enqueues this deploy again; the message shows the lock meanwhile
+                return None, None
             previous = (
                 snap.env.live_sha if current.kind is ReleaseKind.RELEASE else current.base_sha
             )
@@ -183,6 +200,7 @@ class DeployRunner:
             )
             await self._finish_unhealthy(failed, lease)
             await self.thread(failed, f":x: Release {failed.id} failed: {why}.{tail}")
+            await self._say_locked(failed)
             return
         await self.thread(failed, f":x: {why}. Rolling back to `{failed.previous_sha[:7]}`.")
         rolling = await self.transition(failed, lease, rel.StartRollback())
@@ -193,7 +211,7 @@ class DeployRunner:
             rolling,
             lease,
             rel.FinishRollback(healthy=healthy, detail=detail),
-            env_change=lambda snap, r: environment.finished_unhealthy(snap.env, r),
+            env_change=lambda snap, r: self._after_failure(snap.env, r),
         )
         if healthy:
             await self.thread(
@@ -204,6 +222,16 @@ class DeployRunner:
             await self.thread(
                 done,
                 f":rotating_light: Rolled back to `{failed.previous_sha[:7]}`, but it is not healthy either: {detail}. Nothing on *{done.env}* is healthy.",
+            )
+        await self._say_locked(done)
+
+    async def _say_locked(self, release: Release) -> None:
+        env = await self.store.env(release.env)
+        if env.lock is not None and env.lock.automatic:
+            await self.thread(
+                release,
+                f":lock: *{release.env}* is now locked so nobody re-releases this batch by accident. "
+                f"Type `/unlock {release.env}` once it is fixed; `/rollback` still works.",
             )
 
     async def _ship(
@@ -222,11 +250,29 @@ class DeployRunner:
         result = await self._health(runtime, target, reporter)
         if result.healthy:
             return True, ""
+        await self._diagnose(runtime, target, reporter)
         return False, escape(f"health check failed: {result.detail}")
+
+    async def _diagnose(
+        self, runtime: EnvironmentRuntime, target: DeployTarget, reporter: Reporter
+    ) -> None:
+        """Put what the backend knows about an unhealthy sha (its last log lines) in the thread."""
+        if not isinstance(runtime.backend, Diagnostics):
+            return
+        try:
+            text = await runtime.backend.diagnostics(target)
+        except DeployerError as err:
+            text = f"(could not read diagnostics: {err})"
+        if text:
+            await reporter.detail(f"`{target.short_sha}` on {target.env}:\n```{text[-2900:]}```")
 
     async def _health(
         self, runtime: EnvironmentRuntime, target: DeployTarget, reporter: Reporter
     ) -> HealthResult:
+        if runtime.health is None and isinstance(runtime.backend, NativeHealth):
+            return await runtime.backend.wait_healthy(
+                target, reporter, timeout=NATIVE_HEALTH_TIMEOUT
+            )
         if runtime.health is None:
             await reporter.step("health", StepStatus.OK, "no health check configured")
             return HealthResult(
@@ -249,11 +295,18 @@ class DeployRunner:
             text = f":rocket: Release {live.id} is live on *{live.env}* ({sha})."
         await self.thread(live, text)
 
+    def _after_failure(self, env: EnvState, release: Release) -> EnvState:
+        env = environment.finished_unhealthy(env, release)
+        runtime = self.environments.get(release.env)
+        if release.kind is ReleaseKind.RELEASE and runtime is not None and runtime.lock_on_failure:
+            env = environment.lock_after_failure(env, release, at=self.clock())
+        return env
+
     async def _finish_unhealthy(self, release: Release, lease: Lease) -> None:
         def decide(snap: Snapshot) -> tuple[Write | None, None]:
             current = snap.get(release.id)
             if current is None or current.fence != lease.fence:
                 raise Fenced(f"release {release.id} is fenced by another worker")
-            return Write(env=environment.finished_unhealthy(snap.env, current)), None
+            return Write(env=self._after_failure(snap.env, current)), None
 
         await self.store.update(release.env, decide, extra=[release.id])

@@ -103,7 +103,8 @@ class Renderer:
             and not release.commits
         ):
             return
-        rendered = render_release(release, self.options)
+        env = await self.store.env(release.env)
+        rendered = render_release(release, self.options, lock=env.lock)
         shown_key = self.store.keys.rendered(release_id)
         digest = fingerprint(rendered)
         if release.message_ts is None:
@@ -116,7 +117,7 @@ class Renderer:
             ):
                 return
             try:
-                channel = release.channel or channel_for(self.config, release.env)
+                channel = release.channel or self.config.channel_for(release.env)
                 await self.slack.update(channel, release.message_ts, rendered.text, rendered.blocks)
             except RateLimited:
                 # the next pass (after Retry-After) renders whatever is current by then
@@ -125,7 +126,7 @@ class Renderer:
         await self.store.redis.set(shown_key, digest)
 
     async def _post(self, release: Release, rendered: Rendered) -> None:
-        channel = channel_for(self.config, release.env)
+        channel = self.config.channel_for(release.env)
         response = await self.slack.post(channel, rendered.text, blocks=rendered.blocks)
         ts = str(response["ts"])
         posted_channel = str(response.get("channel") or channel)

@@ -22,7 +22,7 @@ from bot.collector import Collector
 from bot.config import Config
 from bot.deploys import DeployRunner
 from bot.keys import JOBS_GROUP
-from bot.renderer import Renderer, channel_for, options_for
+from bot.renderer import Renderer, options_for
 from bot.slackapi import SlackGateway
 from bot.store import Store
 from domain.models import ReleaseState
@@ -220,7 +220,7 @@ class Worker:
             return
         text = render_approval_request(release, options_for(self.config))
         await self.slack.post(
-            release.channel or channel_for(self.config, release.env),
+            release.channel or self.config.channel_for(release.env),
             text,
             thread_ts=release.message_ts,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from domain.errors import ShipmateError
 from domain.models import StepStatus
@@ -65,6 +65,27 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Release clients and connections held by the backend."""
+
+
+@runtime_checkable
+class NativeHealth(Protocol):
+    """A backend that can tell health by itself (an image's HEALTHCHECK, swarm task states).
+
+    Used when an environment configures no ``health:`` check of its own.
+    """
+
+    async def wait_healthy(
+        self, target: DeployTarget, reporter: Reporter, *, timeout: float
+    ) -> HealthResult:
+        """Wait until ``target`` is healthy or ``timeout`` runs out; never raises for unhealthy."""
+
+
+@runtime_checkable
+class Diagnostics(Protocol):
+    """A backend that can say why a deployed sha is unhealthy (e.g. its last log lines)."""
+
+    async def diagnostics(self, target: DeployTarget) -> str:
+        """A short text for the release thread; empty when there is nothing to add."""
 
 
 class DeployerError(ShipmateError):

@@ -11,6 +11,7 @@ from typing import Any
 from domain.models import (
     Author,
     Commit,
+    EnvLock,
     EnvState,
     LiveEntry,
     Person,
@@ -129,6 +130,7 @@ def env_to_doc(e: EnvState) -> Doc:
         "batch_release": e.batch_release,
         "history": [[h.release_id, h.sha, h.at] for h in e.history],
         "rolled_back_shas": sorted(e.rolled_back_shas),
+        "lock": [e.lock.by, e.lock.reason, e.lock.at, e.lock.automatic] if e.lock else None,
     }
 
 
@@ -142,4 +144,7 @@ def env_from_doc(d: Doc) -> EnvState:
         batch_release=d["batch_release"],
         history=tuple(LiveEntry(release_id=h[0], sha=h[1], at=h[2]) for h in d["history"]),
         rolled_back_shas=frozenset(d["rolled_back_shas"]),
+        lock=EnvLock(by=lk[0], reason=lk[1], at=lk[2], automatic=lk[3])
+        if (lk := d.get("lock"))
+        else None,
     )

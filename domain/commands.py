@@ -1,7 +1,9 @@
-"""The slash-command grammar: ``/release [env]``, ``/rollback [env]``, ``help``.
+"""The slash-command grammar: ``/release [env]``, ``/rollback [env]``, ``/lock env [reason]``,
+``/unlock [env]``, and ``help`` for each.
 
-User text only ever becomes an environment name checked against the configured ones,
-so nothing a user types can reach a command line or a Redis key unchecked.
+User text only ever becomes an environment name checked against the configured ones (and,
+for ``/lock``, a reason that is shown escaped and never executed), so nothing a user types
+can reach a command line or a Redis key unchecked.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ _WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class Action(StrEnum):
     RELEASE = "release"
     ROLLBACK = "rollback"
+    LOCK = "lock"
+    UNLOCK = "unlock"
     HELP = "help"
 
 
@@ -27,23 +31,35 @@ class Action(StrEnum):
 class Command:
     action: Action
     env: str | None = None
-    #: which slash command asked, for help texts ("/release" or "/rollback")
+    #: which slash command asked, for help texts ("release", "rollback", "lock", "unlock")
     verb: str = "release"
+    #: why an environment is locked (``/lock`` only)
+    reason: str = ""
+
+
+_SYNTAX = {
+    "release": "/release <environment>",
+    "rollback": "/rollback <environment>",
+    "lock": "/lock <environment> [reason]",
+    "unlock": "/unlock <environment>",
+}
 
 
 def usage(verb: str, environments: Sequence[str]) -> str:
     envs = ", ".join(f"`{e}`" for e in environments) or "(none configured)"
+    example = environments[0] if environments else "staging"
     return (
-        f"Usage: `/{verb} <environment>`, for example `/{verb} {environments[0] if environments else 'staging'}`.\n"
+        f"Usage: `{_SYNTAX.get(verb, _SYNTAX['release'])}`, for example `/{verb} {example}`.\n"
         f"Environments: {envs}.\n"
         "`/release <env>` freezes the batch and asks its authors to approve by reacting; "
-        "`/rollback <env>` puts the last good release back at once."
+        "`/rollback <env>` puts the last good release back at once; "
+        "`/lock <env> [reason]` holds releases (not rollbacks) until `/unlock <env>`."
     )
 
 
 def parse(verb: str, text: str, environments: Sequence[str]) -> Command:
-    """Parse the text after ``/release`` or ``/rollback``; raise UsageError saying what to type."""
-    action = Action.RELEASE if verb == "release" else Action.ROLLBACK
+    """Parse the text after a slash command; raise UsageError saying what to type instead."""
+    action = Action(verb) if verb in _SYNTAX else Action.RELEASE
     cleaned = text.strip()
     if len(cleaned) > MAX_TEXT:
         raise UsageError(
@@ -57,7 +73,7 @@ def parse(verb: str, text: str, environments: Sequence[str]) -> Command:
         if len(environments) == 1:
             return Command(action, environments[0], verb=verb)
         raise UsageError("Which environment? " + usage(verb, environments))
-    if len(words) > 1:
+    if len(words) > 1 and action is not Action.LOCK:
         raise UsageError(
             f"`/{verb}` takes one environment name, got {len(words)} words.\n"
             + usage(verb, environments)
@@ -68,4 +84,5 @@ def parse(verb: str, text: str, environments: Sequence[str]) -> Command:
     lowered = name.lower()
     if lowered not in environments:
         raise UsageError(f"Unknown environment `{name}`.\n" + usage(verb, environments))
-    return Command(action, lowered, verb=verb)
+    reason = " ".join(words[1:]) if action is Action.LOCK else ""
+    return Command(action, lowered, verb=verb, reason=reason)

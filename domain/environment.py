@@ -9,8 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from domain import release as rel
-from domain.errors import NothingToRelease, NothingToRollBackTo, ReleaseInProgress
+from domain.errors import (
+    AlreadyLocked,
+    NothingToRelease,
+    NothingToRollBackTo,
+    NotLocked,
+    ReleaseInProgress,
+)
 from domain.models import (
+    EnvLock,
     EnvState,
     LiveEntry,
     Release,
@@ -158,3 +165,28 @@ def released_elsewhere(env: EnvState, release: Release) -> EnvState:
 
 def _clear(current: str | None, release_id: str) -> str | None:
     return None if current == release_id else current
+
+
+def lock(env: EnvState, *, by: str, reason: str, at: float) -> EnvState:
+    """``/lock env reason``: releases wait until ``/unlock``; rollbacks still go through."""
+    if env.lock is not None:
+        raise AlreadyLocked(env.name, env.lock.by, env.lock.reason)
+    return replace(env, lock=EnvLock(by=by, reason=reason, at=at))
+
+
+def unlock(env: EnvState) -> EnvState:
+    if env.lock is None:
+        raise NotLocked(env.name)
+    return replace(env, lock=None)
+
+
+def lock_after_failure(env: EnvState, release: Release, *, at: float) -> EnvState:
+    """Hold the environment after a failed release so nobody re-releases the bad batch by accident."""
+    if env.lock is not None:
+        return env
+    reason = f"release {release.id} failed and was rolled back automatically"
+    return replace(env, lock=EnvLock(by="shipmate", reason=reason, at=at, automatic=True))
+
+
+def waits_for_lock(env: EnvState, release: Release) -> bool:
+    return env.lock is not None and release.kind is ReleaseKind.RELEASE

@@ -71,3 +71,18 @@ class NotPermitted(DomainError):
         self.user = user
         self.action = action
         self.env = env
+
+
+class AlreadyLocked(DomainError):
+    def __init__(self, env: str, by: str, reason: str) -> None:
+        who = "shipmate" if by == "shipmate" else f"<@{by}>"
+        super().__init__(
+            f"*{env}* is already locked by {who}: {reason}. Type `/unlock {env}` first."
+        )
+        self.env = env
+
+
+class NotLocked(DomainError):
+    def __init__(self, env: str) -> None:
+        super().__init__(f"*{env}* is not locked.")
+        self.env = env

@@ -188,6 +188,17 @@ class LiveEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class EnvLock:
+    """A person (or shipmate itself, after a failed release) holding an environment still."""
+
+    by: str
+    reason: str
+    at: float
+    #: set by shipmate after an automatic rollback, so nobody re-releases the bad batch by accident
+    automatic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class EnvState:
     """What an environment runs and which releases own it right now."""
 
@@ -203,3 +214,5 @@ class EnvState:
     history: tuple[LiveEntry, ...] = ()
     #: shas that were rolled back from, so a second /rollback does not return to them
     rolled_back_shas: frozenset[str] = field(default_factory=frozenset)
+    #: releases wait while an environment is locked; rollbacks do not
+    lock: EnvLock | None = None

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain import approvals
-from domain.models import Commit, Person, Release, ReleaseKind, ReleaseState, Step, StepStatus
+from domain.models import (
+    Commit,
+    EnvLock,
+    Person,
+    Release,
+    ReleaseKind,
+    ReleaseState,
+    Step,
+    StepStatus,
+)
 
 Block = dict[str, Any]
 
@@ -77,8 +86,17 @@ def commit_line(commit: Commit, options: RenderOptions) -> str:
     return f"{line} — {names}"
 
 
-def render_release(release: Release, options: RenderOptions) -> Rendered:
+def render_release(
+    release: Release, options: RenderOptions, *, lock: EnvLock | None = None
+) -> Rendered:
+    """The whole message; ``lock`` is the environment's lock, shown while the release would wait."""
     blocks: list[Block] = [_section(_headline(release))]
+    if (
+        lock is not None
+        and release.kind is ReleaseKind.RELEASE
+        and release.state in _WAITS_FOR_LOCK
+    ):
+        blocks.append(_section(lock_text(release.env, lock)))
     context = _context_line(release, options)
     if context:
         blocks.append(_context(context))
@@ -96,6 +114,19 @@ def render_release(release: Release, options: RenderOptions) -> Rendered:
     if outcome:
         blocks.append(_section(outcome))
     return Rendered(text=_fallback(release), blocks=blocks)
+
+
+_WAITS_FOR_LOCK = frozenset({S.COLLECTING, S.AWAITING_APPROVAL, S.BLOCKED, S.APPROVED})
+
+
+def lock_text(env: str, lock: EnvLock) -> str:
+    who = "shipmate" if lock.automatic else mention(lock.by)
+    since = slack_date(lock.at, "{ago}")
+    reason = f": {escape(lock.reason)}" if lock.reason else ""
+    return (
+        f":lock: *`{env}` is locked* by {who} ({since}){reason}. "
+        f"Releases wait until someone types `/unlock {env}`; `/rollback` still works."
+    )
 
 
 def render_approval_request(release: Release, options: RenderOptions) -> str:

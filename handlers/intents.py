@@ -6,11 +6,12 @@ the user. Deploys, message edits and notices become jobs for the worker.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.config import Config
-from bot.store import Duplicate, Job, Snapshot, Store, Write
+from bot.store import Conflict, Duplicate, Job, Snapshot, Store, Write, render_job
 from domain import environment
 from domain import release as rel
 from domain.errors import InvalidTransition, NotInvolved, NotPermitted
@@ -29,15 +30,51 @@ def approvals_job(release: Release) -> Job:
     return Job("ask_approvals", {"release": release.id})
 
 
+ArtifactCheck = Callable[[str, str], Awaitable[None]]
+
+
+class BatchMoved(Exception):
+    """New commits arrived between the artifact check and the freeze: check the new head."""
+
+
 async def request_release(
-    store: Store, config: Config, *, env: str, user: str, at: float
+    store: Store,
+    config: Config,
+    *,
+    env: str,
+    user: str,
+    at: float,
+    check_artifact: ArtifactCheck | None = None,
 ) -> Release:
-    """``/release env``: freeze the batch; raises a DomainError the user should read."""
-    env_config = config.environments[env]
-    if not env_config.permissions.allows("release", user):
+    """``/release env``: freeze the batch; raises a DomainError the user should read.
+
+    With ``check_artifact`` the batch head's artifact (its image) must exist first: a
+    release never builds images, so a missing one is refused before anyone is asked.
+    """
+    if not config.environments[env].permissions.allows("release", user):
         raise NotPermitted(user, "release", env)
+    for _ in range(3):
+        checked = None
+        if check_artifact is not None:
+            snap = await store.snapshot(env)
+            checked = snap.batch.head_sha if snap and snap.batch else None
+            if checked:
+                await check_artifact(env, checked)
+        try:
+            return await _freeze(store, config, env=env, user=user, at=at, checked=checked)
+        except BatchMoved:
+            continue
+    raise Conflict(f"the batch for {env} kept changing while its image was checked")
+
+
+async def _freeze(
+    store: Store, config: Config, *, env: str, user: str, at: float, checked: str | None
+) -> Release:
+    env_config = config.environments[env]
 
     def decide(snap: Snapshot) -> tuple[Write, Release]:
+        if checked is not None and snap.batch is not None and snap.batch.head_sha != checked:
+            raise BatchMoved()
         change = environment.request_release(
             snap.env,
             snap.batch,
@@ -52,6 +89,40 @@ async def request_release(
         return Write(env=change.env, releases=change.releases, jobs=jobs), frozen
 
     return await store.update(env, decide)
+
+
+async def lock_env(
+    store: Store, config: Config, *, env: str, user: str, reason: str, at: float
+) -> None:
+    """``/lock env reason``: approved releases wait; the messages say who locked it and why."""
+    if not config.environments[env].permissions.allows("lock", user):
+        raise NotPermitted(user, "lock", env)
+
+    def decide(snap: Snapshot) -> tuple[Write, None]:
+        locked = environment.lock(snap.env, by=user, reason=reason, at=at)
+        return Write(env=locked, jobs=_rerender(snap)), None
+
+    await store.update(env, decide)
+
+
+async def unlock_env(store: Store, config: Config, *, env: str, user: str) -> None:
+    """``/unlock env``: lift the lock; an approved release that was waiting deploys now."""
+    if not config.environments[env].permissions.allows("lock", user):
+        raise NotPermitted(user, "lock", env)
+
+    def decide(snap: Snapshot) -> tuple[Write, None]:
+        unlocked = environment.unlock(snap.env)
+        jobs = _rerender(snap)
+        active = snap.active
+        if active is not None and active.state is ReleaseState.APPROVED:
+            jobs.append(deploy_job(active))
+        return Write(env=unlocked, jobs=jobs), None
+
+    await store.update(env, decide)
+
+
+def _rerender(snap: Snapshot) -> list[Job]:
+    return [render_job(r.id) for r in (snap.batch, snap.active) if r is not None]
 
 
 async def request_rollback(

@@ -19,8 +19,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from bot.config import Config
 from bot.store import Conflict, Store
 from domain import commands
-from domain.errors import DomainError
+from domain.errors import ShipmateError
 from domain.models import Release, ReleaseState
+from domain.render import escape
 from handlers import intents
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class Deps:
     store: Store
     config: Config
     clock: Callable[[], float] = field(default=time.time)
+    #: checks that the batch head's artifact exists before a /release (docker, swarm)
+    check_artifact: intents.ArtifactCheck | None = None
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
@@ -58,8 +61,16 @@ def register(app: AsyncApp, deps: Deps) -> None:
         await _reaction(event, body, deps, added=False)
         await ack()
 
+    async def on_lock(ack: AsyncAck, command: dict[str, Any]) -> None:
+        await _slash(ack, command, deps, "lock")
+
+    async def on_unlock(ack: AsyncAck, command: dict[str, Any]) -> None:
+        await _slash(ack, command, deps, "unlock")
+
     app.command("/release")(on_release)
     app.command("/rollback")(on_rollback)
+    app.command("/lock")(on_lock)
+    app.command("/unlock")(on_unlock)
     app.event("reaction_added")(on_reaction_added)
     app.event("reaction_removed")(on_reaction_removed)
 
@@ -73,23 +84,44 @@ async def _slash(ack: AsyncAck, command: dict[str, Any], deps: Deps, verb: str) 
             await ack(commands.usage(verb, environments))
             return
         assert parsed.env is not None
-        if parsed.action is commands.Action.RELEASE:
-            release = await intents.request_release(
-                deps.store, deps.config, env=parsed.env, user=user, at=deps.clock()
-            )
-            await ack(response_type="in_channel", text=_released_text(release, user))
-        else:
-            release = await intents.request_rollback(
-                deps.store, deps.config, env=parsed.env, user=user, at=deps.clock()
-            )
-            await ack(response_type="in_channel", text=_rollback_text(release, user))
-    except DomainError as err:
+        await ack(text=await _perform(parsed, deps, user), response_type="in_channel")
+    except ShipmateError as err:  # refusals from the rules, or a missing artifact
         await ack(f":warning: {err}")
     except RedisError:
         log.exception("redis unavailable while handling /%s", verb)
         await ack(UNAVAILABLE)
     except Conflict:
         await ack(BUSY)
+
+
+async def _perform(parsed: commands.Command, deps: Deps, user: str) -> str:
+    """Do what the command asks; the text everyone in the channel sees."""
+    env, at = parsed.env or "", deps.clock()
+    match parsed.action:
+        case commands.Action.RELEASE:
+            release = await intents.request_release(
+                deps.store,
+                deps.config,
+                env=env,
+                user=user,
+                at=at,
+                check_artifact=deps.check_artifact,
+            )
+            return _released_text(release, user)
+        case commands.Action.ROLLBACK:
+            release = await intents.request_rollback(
+                deps.store, deps.config, env=env, user=user, at=at
+            )
+            return _rollback_text(release, user)
+        case commands.Action.LOCK:
+            await intents.lock_env(
+                deps.store, deps.config, env=env, user=user, reason=parsed.reason, at=at
+            )
+            why = f": {escape(parsed.reason)}" if parsed.reason else ""
+            return f":lock: <@{user}> locked *{env}*{why}. Releases wait until `/unlock {env}`."
+        case _:
+            await intents.unlock_env(deps.store, deps.config, env=env, user=user)
+            return f":unlock: <@{user}> unlocked *{env}*."
 
 
 def _released_text(release: Release, user: str) -> str:

@@ -129,7 +129,9 @@ def rollback_release(
 
 def env_state(*live: tuple[str, str], **overrides: Any) -> EnvState:
     """An environment whose history is ``live`` (release id, sha) pairs, the last one running."""
-    history = tuple(LiveEntry(release_id=r, sha=s, at=1_700_000_000.0 + i) for i, (r, s) in enumerate(live))
+    history = tuple(
+        LiveEntry(release_id=r, sha=s, at=1_700_000_000.0 + i) for i, (r, s) in enumerate(live)
+    )
     base = EnvState(
         name=ENV,
         live_sha=live[-1][1] if live else None,

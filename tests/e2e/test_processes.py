@@ -61,7 +61,9 @@ async def test_web_and_worker_processes_release_from_env_config(
         emulator.request_url = f"http://127.0.0.1:{port}/slack/events"
         # the worker polls on start; the batch appears without any trigger
         batch = await emulator.wait_for(
-            lambda: next((m for m in emulator.messages(CHANNEL) if "Fix rounding" in rendered(m)), None),
+            lambda: next(
+                (m for m in emulator.messages(CHANNEL) if "Fix rounding" in rendered(m)), None
+            ),
             timeout=20,
             what="the batch posted by the worker process",
         )
@@ -110,10 +112,15 @@ def test_check_config_reports_file_line_and_key(tmp_path: Path) -> None:
         "repo:\n  url: ./repo\n  brnch: main\nslack:\n  channel: C0RELEASES\n"
         "environments:\n  sandbox:\n    backend: {kind: k8s}\n"
     )
-    done = subprocess.run([SHIPMATE, "check-config", str(bad)], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [SHIPMATE, "check-config", str(bad)], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 1
     assert f"{bad}:3: repo.brnch: unknown key, did you mean 'branch'?" in done.stdout
-    assert "environments.sandbox.backend.kind: expected one of docker, swarm, shell, got 'k8s'" in done.stdout
+    assert (
+        "environments.sandbox.backend.kind: expected one of docker, swarm, shell, got 'k8s'"
+        in done.stdout
+    )
 
 
 def test_check_config_accepts_the_design_example(tmp_path: Path) -> None:
@@ -125,6 +132,8 @@ def test_check_config_accepts_the_design_example(tmp_path: Path) -> None:
     example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "shipmate.yml"
     path.write_text(example)
-    done = subprocess.run([SHIPMATE, "check-config", str(path)], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [SHIPMATE, "check-config", str(path)], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stdout
     assert "3 environments: staging (docker), production (swarm), sandbox (shell)" in done.stdout

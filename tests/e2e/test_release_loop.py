@@ -122,6 +122,7 @@ async def test_first_release_failing_has_nothing_to_roll_back_to(team: Team) -> 
     assert "no approvals needed, deploying now" in answer.text
     failed = await team.wait_text(batch.ts, "failed")
     assert "health check failed" in rendered(failed)
+
     def thread_says() -> str | None:
         text = team.thread_text(batch.ts)
         return text if "Nothing to roll back to" in text else None
@@ -141,7 +142,9 @@ async def test_force_push_is_reported_and_the_batch_follows_the_new_history(team
     team.repo._git("reset", "-q", "--hard", "HEAD~1")
     team.commit(CAROL, "Stable search")
     await team.collect()
-    notice = await team.wait_message(lambda m: "was force-pushed" in rendered(m), what="the force-push notice")
+    notice = await team.wait_message(
+        lambda m: "was force-pushed" in rendered(m), what="the force-push notice"
+    )
     assert "`main` was force-pushed" in rendered(notice)
     batch = await team.batch_message(containing="Stable search")
     assert "Experimental search" not in rendered(batch)

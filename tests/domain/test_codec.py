@@ -1,0 +1,203 @@
+"""Releases and environments survive the trip to JSON and back unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.codec import (
+    commit_from_doc,
+    commit_to_doc,
+    env_from_doc,
+    env_to_doc,
+    release_from_doc,
+    release_to_doc,
+)
+from domain.models import (
+    Author,
+    Commit,
+    EnvState,
+    LiveEntry,
+    Person,
+    Release,
+    ReleaseKind,
+    ReleaseState,
+    Step,
+    StepStatus,
+)
+from tests.domain.factories import ALICE, BOB, author, commit, env_state, release, sha
+
+texts = st.text(max_size=30)
+ids = st.builds("{}-{}".format, st.sampled_from(["prod", "staging"]), st.integers(1, 9999))
+shas = st.integers(min_value=0, max_value=2**160 - 1).map("{:040x}".format)
+users = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ0123456789", min_size=2, max_size=10).map(
+    "U{}".format
+)
+times = st.floats(min_value=0, max_value=4e9, allow_nan=False, allow_infinity=False)
+authors = st.builds(Author, name=texts, email=texts)
+commits = st.builds(
+    Commit,
+    sha=shas,
+    title=st.text(max_size=200),
+    author=authors,
+    co_authors=st.lists(authors, max_size=3).map(tuple),
+    pr=st.none() | st.integers(min_value=1, max_value=10**7),
+    merged_authors=st.lists(authors, max_size=3).map(tuple),
+)
+people = st.builds(Person, email=texts, name=texts, slack_user=st.none() | users)
+steps = st.builds(Step, name=texts, status=st.sampled_from(list(StepStatus)), detail=texts)
+releases = st.builds(
+    Release,
+    id=ids,
+    env=texts,
+    state=st.sampled_from(list(ReleaseState)),
+    created_at=times,
+    kind=st.sampled_from(list(ReleaseKind)),
+    version=st.integers(min_value=0, max_value=2**53),
+    commits=st.lists(commits, max_size=5).map(tuple),
+    people=st.lists(people, max_size=5).map(tuple),
+    head_sha=st.none() | shas,
+    base_sha=st.none() | shas,
+    approval_required=st.booleans(),
+    requested_by=st.none() | users,
+    stand_ins=st.lists(users, max_size=3).map(tuple),
+    approvals=st.frozensets(users, max_size=5),
+    blocks=st.frozensets(users, max_size=5),
+    channel=st.none() | texts,
+    message_ts=st.none() | texts,
+    steps=st.lists(steps, max_size=4).map(tuple),
+    reason=st.none() | st.text(max_size=100),
+    rollback_target=st.none() | ids,
+    previous_sha=st.none() | shas,
+    fence=st.none() | st.integers(min_value=0, max_value=2**53),
+    healthy_after_rollback=st.none() | st.booleans(),
+    updated_at=times,
+    frozen_at=st.none() | times,
+    finished_at=st.none() | times,
+    approved_at=st.none() | times,
+)
+envs = st.builds(
+    EnvState,
+    name=texts,
+    version=st.integers(min_value=0, max_value=2**53),
+    live_sha=st.none() | shas,
+    live_release=st.none() | ids,
+    active_release=st.none() | ids,
+    batch_release=st.none() | ids,
+    history=st.lists(st.builds(LiveEntry, release_id=ids, sha=shas, at=times), max_size=5).map(
+        tuple
+    ),
+    rolled_back_shas=st.frozensets(shas, max_size=4),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(releases)
+def test_release_round_trips_through_json(r: Release) -> None:
+    """Any release encodes to JSON and decodes to an equal release."""
+    assert release_from_doc(json.loads(json.dumps(release_to_doc(r)))) == r
+
+
+@settings(max_examples=200, deadline=None)
+@given(envs)
+def test_env_round_trips_through_json(e: EnvState) -> None:
+    """Any environment state encodes to JSON and decodes to an equal one."""
+    assert env_from_doc(json.loads(json.dumps(env_to_doc(e)))) == e
+
+
+@settings(max_examples=100, deadline=None)
+@given(commits)
+def test_commit_round_trips(c: Commit) -> None:
+    """A commit with any mix of optional fields round-trips."""
+    assert commit_from_doc(json.loads(json.dumps(commit_to_doc(c)))) == c
+
+
+def full_release() -> Release:
+    """A release with every field set to a non-default value."""
+    c = commit(
+        1,
+        "Fix <checkout> & pay (#12)",
+        by=author("Ünïcødé", "u@example.com"),
+        pr=12,
+        co_authors=(author("Bob"),),
+        merged_authors=(author("Carol"),),
+    )
+    return release(
+        ReleaseState.ROLLED_BACK,
+        kind=ReleaseKind.ROLLBACK,
+        version=17,
+        commits=(c,),
+        head_sha=sha(9),
+        base_sha=sha(8),
+        approval_required=False,
+        requested_by=ALICE,
+        stand_ins=(BOB, ALICE),
+        approvals=frozenset({ALICE, BOB}),
+        blocks=frozenset({BOB}),
+        channel="C123",
+        message_ts="1700000000.000100",
+        steps=(Step("pull", StepStatus.OK, "3 layers"), Step("health", StepStatus.FAILED)),
+        reason="health check failed: 503",
+        rollback_target="prod-0",
+        previous_sha=sha(7),
+        fence=99,
+        healthy_after_rollback=False,
+        updated_at=1_700_000_400.5,
+        approved_at=1_700_000_150.25,
+    )
+
+
+def test_fully_populated_release_round_trips() -> None:
+    """A release with every field set survives encoding, and no field is left at its default."""
+    r = full_release()
+    defaults = Release(id="x", env="x", state=ReleaseState.COLLECTING, created_at=0.0)
+    for f in dataclasses.fields(Release):
+        if f.name not in ("id", "env", "created_at"):
+            assert getattr(r, f.name) != getattr(defaults, f.name), f.name
+    assert release_from_doc(json.loads(json.dumps(release_to_doc(r)))) == r
+
+
+def test_doc_stores_every_release_field() -> None:
+    """The release doc has a key for every Release field, so none is silently dropped."""
+    doc = release_to_doc(full_release())
+    assert set(doc) == {f.name for f in dataclasses.fields(Release)}
+
+
+def test_env_doc_stores_every_field() -> None:
+    """The environment doc has a key for every EnvState field."""
+    doc = env_to_doc(env_state(("prod-1", sha(1))))
+    assert set(doc) == {f.name for f in dataclasses.fields(EnvState)}
+
+
+def test_version_is_the_first_key() -> None:
+    """Both docs start with "version", as the store's Lua script matches it with an anchor."""
+    r_doc = release_to_doc(full_release())
+    e_doc = env_to_doc(env_state(("prod-1", sha(1)), version=41))
+    assert next(iter(r_doc)) == "version"
+    assert next(iter(e_doc)) == "version"
+    assert json.dumps(r_doc).startswith('{"version": 17,')
+    assert json.dumps(e_doc).startswith('{"version": 41,')
+
+
+@settings(max_examples=50, deadline=None)
+@given(releases, envs)
+def test_version_first_for_any_doc(r: Release, e: EnvState) -> None:
+    """Whatever the content, the serialized docs begin with their version number."""
+    assert json.dumps(release_to_doc(r)).startswith(f'{{"version": {r.version},')
+    assert json.dumps(env_to_doc(e)).startswith(f'{{"version": {e.version},')
+
+
+def test_sets_are_stored_sorted() -> None:
+    """Sets are written sorted so equal states give byte-equal documents."""
+    r = release(ReleaseState.APPROVED, approvals=frozenset({"UZ", "UA", "UM"}))
+    assert release_to_doc(r)["approvals"] == ["UA", "UM", "UZ"]
+    e = env_state(rolled_back_shas=frozenset({sha(3), sha(1), sha(2)}))
+    assert env_to_doc(e)["rolled_back_shas"] == [sha(1), sha(2), sha(3)]
+
+
+def test_commit_doc_omits_empty_optionals() -> None:
+    """A plain commit stores only sha, title and author."""
+    assert set(commit_to_doc(commit(1))) == {"sha", "title", "author"}

@@ -1,0 +1,371 @@
+"""Decisions about an environment and its releases together."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain import environment
+from domain import release as rel
+from domain.errors import (
+    DomainError,
+    NothingToRelease,
+    NothingToRollBackTo,
+    ReleaseInProgress,
+)
+from domain.models import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    EnvState,
+    LiveEntry,
+    Release,
+    ReleaseKind,
+    ReleaseState,
+)
+from tests.domain.factories import (
+    ALICE,
+    BOB,
+    ENV,
+    REQUESTER,
+    commit,
+    env_state,
+    release,
+    rollback_release,
+    sha,
+)
+
+S = ReleaseState
+AT = 1_700_005_000.0
+A, B, C, D = sha(0xA), sha(0xB), sha(0xC), sha(0xD)
+
+
+def batch(rid: str = "prod-5", base: str | None = None, n: int = 2) -> Release:
+    return release(S.COLLECTING, rid=rid, n_commits=n, base_sha=base)
+
+
+def ask_release(
+    env: EnvState,
+    the_batch: Release | None,
+    active: Release | None,
+    *,
+    approval_required: bool = True,
+) -> environment.Change:
+    return environment.request_release(
+        env,
+        the_batch,
+        active,
+        by=REQUESTER,
+        approval_required=approval_required,
+        stand_ins=(),
+        at=AT,
+    )
+
+
+def test_request_release_freezes_batch_and_waits() -> None:
+    """/release freezes the batch, makes it the active release and deploys nothing yet."""
+    env = env_state(("prod-1", A), batch_release="prod-5")
+    change = ask_release(env, batch(), None)
+    (frozen,) = change.releases
+    assert frozen.state is S.AWAITING_APPROVAL
+    assert frozen.requested_by == REQUESTER
+    assert change.env.active_release == "prod-5"
+    assert change.env.batch_release is None
+    assert change.deploy == ()
+
+
+def test_request_release_without_approval_deploys_at_once() -> None:
+    """With approval none the frozen release is approved and listed for deploy."""
+    env = env_state(("prod-1", A), batch_release="prod-5")
+    change = ask_release(env, batch(), None, approval_required=False)
+    assert change.releases[0].state is S.APPROVED
+    assert change.deploy == ("prod-5",)
+
+
+@pytest.mark.parametrize("the_batch", [None, batch(n=0)], ids=["no-batch", "empty-batch"])
+def test_request_release_with_nothing_to_release(the_batch: Release | None) -> None:
+    """No batch or an empty batch is refused with NothingToRelease naming the environment."""
+    with pytest.raises(NothingToRelease) as info:
+        ask_release(env_state(("prod-1", A)), the_batch, None)
+    assert f"*{ENV}*" in str(info.value)
+
+
+@pytest.mark.parametrize("state", sorted(ACTIVE_STATES))
+def test_request_release_refused_while_another_is_active(state: ReleaseState) -> None:
+    """An active release makes /release fail with ReleaseInProgress naming it and its state."""
+    active = release(state, rid="prod-4")
+    with pytest.raises(ReleaseInProgress) as info:
+        ask_release(env_state(("prod-1", A), active_release="prod-4"), batch(), active)
+    assert info.value.release_id == "prod-4"
+    assert "prod-4" in str(info.value)
+    assert state.value.replace("_", " ") in str(info.value)
+    assert "cancel" in str(info.value)
+
+
+@pytest.mark.parametrize("state", sorted(TERMINAL_STATES - {S.FAILED}) + [S.COLLECTING], ids=str)
+def test_request_release_ignores_finished_active(state: ReleaseState) -> None:
+    """A finished release left as active_release does not stop the next /release."""
+    active = release(state, rid="prod-4")
+    change = ask_release(env_state(("prod-1", A), active_release="prod-4"), batch(), active)
+    assert change.env.active_release == "prod-5"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: FAILED counts as terminal/inactive, yet the worker still moves it to ROLLING_BACK",
+)
+def test_request_release_refused_while_failed_release_awaits_its_rollback() -> None:
+    """A failed release about to roll back still owns the environment, so /release is refused."""
+    failed = rel.apply(release(S.DEPLOYING, rid="prod-4"), rel.MarkFailed(reason="503"), at=AT)
+    assert failed.previous_sha is not None  # the worker's next step is StartRollback
+    env = env_state(("prod-1", A), active_release="prod-4", batch_release="prod-5")
+    with pytest.raises(ReleaseInProgress):
+        ask_release(env, batch(), failed)
+
+
+def test_batch_base_is_active_head_else_live() -> None:
+    """New commits count from the active release's head, else from what runs."""
+    env = env_state(("prod-1", A))
+    assert environment.batch_base(env, None) == A
+    assert environment.batch_base(env, release(S.AWAITING_APPROVAL, head_sha=C)) == C
+    assert environment.batch_base(env, release(S.LIVE, head_sha=C)) == A
+    assert environment.batch_base(env, release(S.CANCELLED, head_sha=C)) == A
+    assert environment.batch_base(env, release(S.DEPLOYING, head_sha=None)) == A
+    assert environment.batch_base(env_state(), None) is None
+
+
+def test_new_batch() -> None:
+    """new_batch creates an empty collecting release and points the environment at it."""
+    change = environment.new_batch(env_state(("prod-1", A)), "prod-2", at=AT)
+    (b,) = change.releases
+    assert (b.id, b.env, b.state, b.created_at) == ("prod-2", ENV, S.COLLECTING, AT)
+    assert change.env.batch_release == "prod-2"
+
+
+def ask_rollback(env: EnvState, active: Release | None, rid: str = "prod-9") -> environment.Change:
+    return environment.request_rollback(env, active, release_id=rid, by=REQUESTER, at=AT)
+
+
+def test_rollback_targets_the_previous_live_release() -> None:
+    """/rollback deploys the release live before the current one, approved and unsupervised."""
+    env = env_state(("prod-1", A), ("prod-2", B), ("prod-3", C))
+    change = ask_rollback(env, None)
+    (rb,) = change.releases
+    assert rb.kind is ReleaseKind.ROLLBACK
+    assert rb.state is S.APPROVED
+    assert rb.approval_required is False
+    assert rb.head_sha == B
+    assert rb.base_sha == C
+    assert rb.rollback_target == "prod-2"
+    assert rb.requested_by == REQUESTER
+    assert change.deploy == ("prod-9",)
+    assert change.env.active_release == "prod-9"
+
+
+def test_rollback_skips_rolled_back_shas() -> None:
+    """A sha that was rolled back from is never a rollback target."""
+    env = env_state(("prod-1", A), ("prod-2", B), ("prod-3", C), rolled_back_shas=frozenset({B}))
+    assert ask_rollback(env, None).releases[0].head_sha == A
+
+
+def test_second_rollback_goes_further_back() -> None:
+    """After one rollback went live, the next one goes further back, not to the bad sha."""
+    env = env_state(("prod-1", A), ("prod-2", B), ("prod-3", C))
+    rb = ask_rollback(env, None, rid="prod-4")
+    env = rb.env
+    live = rel.apply(
+        rel.apply(
+            rel.apply(rb.releases[0], rel.StartDeploy(fence=1, previous_sha=C), at=AT),
+            rel.DeployFinished(),
+            at=AT,
+        ),
+        rel.MarkHealthy(),
+        at=AT,
+    )
+    env = environment.went_live(env, live, at=AT)
+    assert env.live_sha == B
+    assert env.rolled_back_shas == {C}
+    second = ask_rollback(env, None, rid="prod-5").releases[0]
+    assert second.head_sha == A
+    assert second.rollback_target == "prod-1"
+
+
+def test_rollback_with_nothing_earlier() -> None:
+    """With only the current release in history there is nothing to roll back to."""
+    for env in (
+        env_state(),
+        env_state(("prod-1", A)),
+        env_state(("prod-1", A), ("prod-2", B), rolled_back_shas=frozenset({A})),
+        env_state(("prod-1", A), ("prod-2", A)),
+    ):
+        with pytest.raises(NothingToRollBackTo) as info:
+            ask_rollback(env, None)
+        assert f"*{ENV}*" in str(info.value)
+
+
+@pytest.mark.parametrize("state", [S.AWAITING_APPROVAL, S.BLOCKED, S.APPROVED])
+def test_rollback_supersedes_a_release_still_deciding(state: ReleaseState) -> None:
+    """A release not yet deploying is superseded by the rollback, which names itself."""
+    active = release(state, rid="prod-4")
+    env = env_state(("prod-1", A), ("prod-2", B), active_release="prod-4")
+    change = ask_rollback(env, active)
+    superseded, rb = change.releases
+    assert superseded.id == "prod-4"
+    assert superseded.state is S.SUPERSEDED
+    assert superseded.reason is not None and "prod-9" in superseded.reason
+    assert superseded.version == active.version + 1
+    assert rb.id == "prod-9"
+    assert change.env.active_release == "prod-9"
+
+
+@pytest.mark.parametrize("state", [S.DEPLOYING, S.VERIFYING, S.ROLLING_BACK])
+def test_rollback_refused_while_deploying(state: ReleaseState) -> None:
+    """A release that is deploying is left to finish: /rollback raises ReleaseInProgress."""
+    active = release(state, rid="prod-4")
+    env = env_state(("prod-1", A), ("prod-2", B), active_release="prod-4")
+    with pytest.raises(ReleaseInProgress) as info:
+        ask_rollback(env, active)
+    assert "prod-4" in str(info.value)
+
+
+def test_rollback_refused_while_another_rollback_waits() -> None:
+    """A second /rollback while the first is still queued is refused."""
+    active = rollback_release(S.APPROVED, rid="prod-8")
+    env = env_state(("prod-1", A), ("prod-2", B), active_release="prod-8")
+    with pytest.raises(ReleaseInProgress):
+        ask_rollback(env, active)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a FAILED release awaiting its automatic rollback does not block /rollback",
+)
+def test_rollback_refused_while_failed_release_awaits_its_rollback() -> None:
+    """/rollback between MarkFailed and StartRollback would roll back past the last good release."""
+    env = env_state(("prod-1", A), ("prod-2", B), active_release="prod-3")
+    deploying = release(S.DEPLOYING, rid="prod-3", head_sha=C, previous_sha=B)
+    failed = rel.apply(deploying, rel.MarkFailed(reason="503"), at=AT)
+    try:
+        change = ask_rollback(env, failed)
+    except ReleaseInProgress:
+        return
+    # the worker is about to put B back; the manual rollback targets A instead
+    assert change.releases[-1].head_sha == B
+
+
+def test_went_live_records_history_and_clears_active() -> None:
+    """went_live makes the release what runs, appends history and frees the environment."""
+    env = env_state(("prod-1", A), active_release="prod-2")
+    live = release(S.LIVE, rid="prod-2", head_sha=B)
+    after = environment.went_live(env, live, at=AT)
+    assert (after.live_sha, after.live_release, after.active_release) == (B, "prod-2", None)
+    assert after.history[-1] == LiveEntry(release_id="prod-2", sha=B, at=AT)
+    assert after.rolled_back_shas == frozenset()
+
+
+def test_went_live_keeps_someone_elses_active_release() -> None:
+    """went_live clears active_release only when it names this release."""
+    env = env_state(("prod-1", A), active_release="prod-7")
+    after = environment.went_live(env, release(S.LIVE, rid="prod-2", head_sha=B), at=AT)
+    assert after.active_release == "prod-7"
+
+
+def test_went_live_of_rollback_marks_bad_sha() -> None:
+    """A rollback going live marks the sha it replaced, and un-marks the sha it restores."""
+    env = env_state(("prod-1", A), ("prod-2", B), rolled_back_shas=frozenset({A}))
+    rb = rollback_release(S.LIVE, head_sha=A)
+    after = environment.went_live(env, rb, at=AT)
+    assert after.rolled_back_shas == {B}
+    assert after.live_sha == A
+
+
+def test_redeploying_a_rolled_back_sha_clears_it() -> None:
+    """A normal release that deploys a rolled-back sha again takes it off the list."""
+    env = env_state(("prod-1", A), rolled_back_shas=frozenset({B}))
+    after = environment.went_live(env, release(S.LIVE, head_sha=B), at=AT)
+    assert after.rolled_back_shas == frozenset()
+
+
+def test_history_is_capped_at_fifty() -> None:
+    """History keeps the fifty newest entries."""
+    env = env_state(*[(f"prod-{i}", sha(i)) for i in range(1, 51)])
+    after = environment.went_live(env, release(S.LIVE, rid="prod-51", head_sha=sha(51)), at=AT)
+    assert len(after.history) == 50
+    assert after.history[0].release_id == "prod-2"
+    assert after.history[-1].release_id == "prod-51"
+
+
+def test_finished_unhealthy_marks_head_and_frees_env() -> None:
+    """A failed release's sha is marked rolled back and the environment is freed."""
+    env = env_state(("prod-1", A), active_release="prod-2")
+    failed = release(S.ROLLED_BACK, rid="prod-2", head_sha=B)
+    after = environment.finished_unhealthy(env, failed)
+    assert after.active_release is None
+    assert after.rolled_back_shas == {B}
+    assert after.live_sha == A
+
+
+def test_finished_unhealthy_never_marks_what_runs() -> None:
+    """A failure whose head is the live sha does not mark the live sha as rolled back."""
+    env = env_state(("prod-1", A), active_release="prod-2")
+    after = environment.finished_unhealthy(env, release(S.FAILED, rid="prod-2", head_sha=A))
+    assert after.rolled_back_shas == frozenset()
+
+
+def test_released_elsewhere_frees_only_its_own_release() -> None:
+    """released_elsewhere clears active_release only when it names the release."""
+    env = env_state(("prod-1", A), active_release="prod-2")
+    assert (
+        environment.released_elsewhere(env, release(S.CANCELLED, rid="prod-2")).active_release
+        is None
+    )
+    assert (
+        environment.released_elsewhere(env, release(S.CANCELLED, rid="prod-3")).active_release
+        == "prod-2"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a cancelled collecting batch stays env.batch_release, wedging /release and collect",
+)
+def test_cancelled_batch_frees_the_environment() -> None:
+    """Cancelling the collecting batch (Cancel allows it) must not leave it as the batch."""
+    env = env_state(("prod-1", A), batch_release="prod-5")
+    cancelled = rel.apply(batch(), rel.Cancel(by=ALICE), at=AT)
+    env = environment.released_elsewhere(env, cancelled)
+    assert env.batch_release is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: request_release freezes a stale batch whose base is no longer batch_base()",
+)
+def test_release_after_rollback_does_not_skip_rolled_back_commits() -> None:
+    """A batch counted from the sha that was just rolled back must not be frozen as is."""
+    # prod-2 (B, by BOB) is live; the batch counts C from B
+    env = env_state(("prod-1", A), ("prod-2", B), batch_release="prod-5")
+    stale = release(
+        S.COLLECTING, rid="prod-5", commits=(commit(0xC),), head_sha=C, base_sha=B, n_commits=1
+    )
+    assert environment.batch_base(env, None) == stale.base_sha
+    # /rollback puts A back and goes live before the collector recounts the batch
+    rb = ask_rollback(env, None).releases[0]
+    env = environment.went_live(env, rb, at=AT)
+    assert env.live_sha == A
+    assert env.batch_release == "prod-5"
+    try:
+        change = ask_release(env, stale, None)
+    except DomainError:
+        return
+    frozen = change.releases[0]
+    # deploying C ships B (just rolled back) although B's authors were never asked again
+    assert frozen.base_sha == environment.batch_base(env, None)
+
+
+def test_people_untouched_by_env_decisions() -> None:
+    """Environment decisions keep the release's people and commits as frozen."""
+    env = env_state(("prod-1", A), batch_release="prod-5")
+    b = batch()
+    frozen = ask_release(env, b, None).releases[0]
+    assert frozen.commits == b.commits
+    assert frozen.people == b.people
+    assert {p.slack_user for p in frozen.people} == {ALICE, BOB}
