@@ -60,6 +60,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bench.common import (
     BenchError,
     ChildServer,
+    OtherLoad,
     RedisServer,
     Summary,
     as_text,
@@ -103,6 +104,8 @@ LABELS = {
     BOLT_PBR: "bare bolt (process_before_response)",
 }
 TARGET_RATIO = 2.0
+#: CPUs kept busy by other processes above which the report warns
+BUSY_CPUS = 0.2
 
 log = logging.getLogger("bench.ack")
 
@@ -198,7 +201,10 @@ class _Profiler:
             import cProfile
 
             self._impl = cProfile.Profile()
-        self._impl.start() if self.kind == "pyinstrument" else self._impl.enable()
+        if self.kind == "pyinstrument":
+            self._impl.start()
+        else:
+            self._impl.enable()
 
     def stop(self) -> None:
         if self.kind == "pyinstrument":
@@ -495,6 +501,11 @@ def report(
     reseeds: int,
 ) -> bool:
     print(machine_line())
+    busy = opts.other_cpus > BUSY_CPUS
+    print(
+        f"other processes on the machine kept {opts.other_cpus:.2f} CPUs busy while measuring"
+        + ("  WARNING: tails are inflated by that; rerun on a quiet machine" if busy else "")
+    )
     print(
         f"versions: slack_bolt {package_version('slack-bolt')}, slack_sdk "
         f"{package_version('slack-sdk')}, aiohttp {package_version('aiohttp')}, redis-py "
@@ -547,7 +558,10 @@ async def run(opts: argparse.Namespace, workdir: Path, redis_server: RedisServer
     make_repo(workdir / "repo")
     config_path = write_config(workdir, workdir / "repo", envs)
     config = load_config(config_path)
-    emu = SlackEmulator(signing_secret=SECRET, bot_token=TOKEN)
+    # seeding posts one message per environment; the emulator must not rate-limit that
+    emu = SlackEmulator(
+        signing_secret=SECRET, bot_token=TOKEN, rate_limits={"chat.postMessage": 1_000_000}
+    )
     await emu.start()
     redis = Redis.from_url(redis_server.url, decode_responses=True)
     servers: list[ChildServer] = []
@@ -587,9 +601,13 @@ async def run(opts: argparse.Namespace, workdir: Path, redis_server: RedisServer
             f"{len(targets)} targets x {len(KINDS)} kinds ...",
             flush=True,
         )
+        pids = [s.process.pid for s in servers]
+        other = OtherLoad([*pids, redis_server.process.pid] if redis_server.process else pids)
+        other.start()
         samples = await measure(
             targets, work, warmup=opts.warmup, requests=opts.requests, rounds=opts.rounds
         )
+        opts.other_cpus = other.stop()
         await _check_reactions_counted(redis, seed, before.version, opts)
         for server in servers:
             await server.stop()

@@ -291,3 +291,49 @@ def machine_line() -> str:
         f"machine: nproc {cpus} ({cpu_model()}), {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()} ({sys.implementation.name})"
     )
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_seconds() -> float:
+    # cpu  user nice system idle iowait irq softirq steal ...
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+class OtherLoad:
+    """How many CPUs processes other than ours kept busy between ``start`` and ``stop``.
+
+    Other work on the machine (a test suite, a build) inflates tail latencies; the
+    report says so instead of leaving the reader to guess.
+    """
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = [os.getpid(), *pids]
+        self._start = (0.0, 0.0, 0.0)
+
+    def _sample(self) -> tuple[float, float, float]:
+        ours = sum(_process_cpu_seconds(pid) for pid in self.pids)
+        return time.monotonic(), _machine_busy_seconds(), ours
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> float:
+        wall, busy, ours = self._sample()
+        elapsed = wall - self._start[0]
+        if elapsed <= 0:
+            return 0.0
+        others = (busy - self._start[1]) - (ours - self._start[2])
+        return max(0.0, others / elapsed)

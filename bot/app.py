@@ -11,7 +11,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.backends import build_runtimes
+from bot.backends import Backends, build_backends
 from bot.collector import Collector
 from bot.config import Config
 from bot.deploys import DeployRunner
@@ -46,9 +46,12 @@ def slack_client(token: str, api_url: str) -> AsyncWebClient:
 class WebServer:
     runner: web.AppRunner
     port: int
+    backends: Backends | None = None
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+        if self.backends is not None:
+            await self.backends.close()
 
 
 async def start_web(
@@ -62,8 +65,13 @@ async def start_web(
     clock: Callable[[], float] = time.time,
 ) -> WebServer:
     await store.ensure_group()
+    # web only asks backends whether an image exists (a quick local call), never deploys
+    backends = build_backends(config)
+    check = backends.check_artifact if backends.checks_artifacts else None
     bolt = create_bolt_app(
-        client=client, signing_secret=signing_secret, deps=Deps(store, config, clock)
+        client=client,
+        signing_secret=signing_secret,
+        deps=Deps(store, config, clock, check_artifact=check),
     )
     runner = web.AppRunner(create_web_app(bolt, store), access_log=None)
     await runner.setup()
@@ -73,7 +81,7 @@ async def start_web(
     for address in runner.addresses:
         bound = int(address[1])
         break
-    return WebServer(runner, bound)
+    return WebServer(runner, bound, backends)
 
 
 def build_worker(
@@ -89,12 +97,13 @@ def build_worker(
     mirror = GitMirror(config.repo.url, config.repo.branch, config.state_dir / "mirror.git")
     people = PeopleDirectory(config.people, store.redis, store.keys, gateway)
     renderer = Renderer(store, gateway, config)
+    backends = build_backends(config)
     deploys = DeployRunner(
         store,
         DeployLocks(store.redis, store.keys, ttl=lock_ttl),
         renderer,
         gateway,
-        build_runtimes(config),
+        backends.runtimes,
     )
     return Worker(
         store=store,
@@ -105,6 +114,7 @@ def build_worker(
         deploys=deploys,
         name=name,
         reclaim_idle=reclaim_idle,
+        on_stop=backends.close,
     )
 
 

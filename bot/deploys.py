@@ -155,17 +155,19 @@ class DeployRunner:
         self,
         release: Release,
         lease: Lease,
-        event: rel.Event,
-        *,
+        *events: rel.Event,
         env_change: Callable[[Snapshot, Release], Any] | None = None,
     ) -> Release:
+        """Apply ``events`` in one atomic write, if this worker still holds the release's fence."""
         at = self.clock()
 
         def decide(snap: Snapshot) -> tuple[Write, Release]:
             current = snap.get(release.id)
             if current is None or current.fence != lease.fence:
                 raise Fenced(f"release {release.id} is fenced by another worker")
-            new = rel.apply(current, event, at=at)
+            new = current
+            for event in events:
+                new = rel.apply(new, event, at=at)
             env = env_change(snap, new) if env_change else None
             return Write(env=env, releases=[new]), new
 
@@ -191,22 +193,27 @@ class DeployRunner:
         if ok:
             await self._went_live(release, lease)
             return
-        failed = await self.transition(release, lease, rel.MarkFailed(reason=why))
-        if failed.kind is ReleaseKind.ROLLBACK or failed.previous_sha is None:
-            tail = (
-                ""
-                if failed.kind is ReleaseKind.ROLLBACK
-                else " Nothing to roll back to: this was the first release there."
+        previous = release.previous_sha
+        if release.kind is ReleaseKind.ROLLBACK or previous is None:
+            # failing and freeing the environment is one write: no moment where it looks free
+            failed = await self.transition(
+                release,
+                lease,
+                rel.MarkFailed(reason=why),
+                env_change=lambda snap, r: self._after_failure(snap.env, r),
             )
-            await self._finish_unhealthy(failed, lease)
+            tail = ""
+            if failed.kind is ReleaseKind.RELEASE:
+                tail = " Nothing to roll back to: this was the first release there."
             await self.thread(failed, f":x: Release {failed.id} failed: {why}.{tail}")
             await self._say_locked(failed)
             return
-        await self.thread(failed, f":x: {why}. Rolling back to `{failed.previous_sha[:7]}`.")
-        rolling = await self.transition(failed, lease, rel.StartRollback())
-        healthy, detail = await self._ship(
-            rolling, lease, failed.previous_sha, runtime, prefix="rollback: "
+        # failed and rolling back in one write, so no /release slips in between
+        rolling = await self.transition(
+            release, lease, rel.MarkFailed(reason=why), rel.StartRollback()
         )
+        await self.thread(rolling, f":x: {why}. Rolling back to `{previous[:7]}`.")
+        healthy, detail = await self._ship(rolling, lease, previous, runtime, prefix="rollback: ")
         done = await self.transition(
             rolling,
             lease,
@@ -216,12 +223,12 @@ class DeployRunner:
         if healthy:
             await self.thread(
                 done,
-                f":leftwards_arrow_with_hook: Rolled back: *{done.env}* runs `{failed.previous_sha[:7]}` again and it is healthy.",
+                f":leftwards_arrow_with_hook: Rolled back: *{done.env}* runs `{previous[:7]}` again and it is healthy.",
             )
         else:
             await self.thread(
                 done,
-                f":rotating_light: Rolled back to `{failed.previous_sha[:7]}`, but it is not healthy either: {detail}. Nothing on *{done.env}* is healthy.",
+                f":rotating_light: Rolled back to `{previous[:7]}`, but it is not healthy either: {detail}. Nothing on *{done.env}* is healthy.",
             )
         await self._say_locked(done)
 
@@ -301,12 +308,3 @@ class DeployRunner:
         if release.kind is ReleaseKind.RELEASE and runtime is not None and runtime.lock_on_failure:
             env = environment.lock_after_failure(env, release, at=self.clock())
         return env
-
-    async def _finish_unhealthy(self, release: Release, lease: Lease) -> None:
-        def decide(snap: Snapshot) -> tuple[Write | None, None]:
-            current = snap.get(release.id)
-            if current is None or current.fence != lease.fence:
-                raise Fenced(f"release {release.id} is fenced by another worker")
-            return Write(env=self._after_failure(snap.env, current)), None
-
-        await self.store.update(release.env, decide, extra=[release.id])

@@ -52,7 +52,9 @@ class Worker:
         reclaim_idle: float = 30.0,
         max_deliveries: int = 5,
         block_ms: int = 1000,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_stop = on_stop
         self.store = store
         self.config = config
         self.slack = slack
@@ -90,6 +92,8 @@ class Worker:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+            if self._on_stop is not None:
+                await self._on_stop()
 
     async def _consume(self, stop: asyncio.Event) -> None:
         redis = self.store.redis

@@ -75,7 +75,11 @@ class NativeHealth(Protocol):
     """
 
     async def wait_healthy(
-        self, target: DeployTarget, reporter: Reporter, *, timeout: float
+        self,
+        target: DeployTarget,
+        reporter: Reporter,
+        *,
+        timeout: float,  # noqa: ASYNC109 - a health window, not a cancellation timeout
     ) -> HealthResult:
         """Wait until ``target`` is healthy or ``timeout`` runs out; never raises for unhealthy."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -80,12 +81,33 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def _os_reason(exc: BaseException) -> str | None:
     for cause in _causes(exc):
         if isinstance(cause, OSError) and cause.errno in _UNREACHABLE_ERRNOS:
+            if cause.errno == errno.ENOENT:
+                return "no such socket (is dockerd running?)"
             return (cause.strerror or os.strerror(cause.errno or 0)).lower()
     return None
 
 
 def _is_timeout(exc: BaseException) -> bool:
     return any(isinstance(c, requests.exceptions.Timeout | TimeoutError) for c in _causes(exc))
+
+
+def _close_unconnected_sockets(exc: BaseException) -> None:
+    """docker-py's UnixHTTPConnection.connect() drops its socket without closing it when
+    the connect fails (no socket file, dockerd gone), which is a ResourceWarning later.
+    The socket is still a local of that frame in the traceback; close it there. Only
+    sockets that never connected are touched, so no live pooled connection is affected."""
+    for cause in _causes(exc):
+        tb = cause.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if "docker" in frame.f_code.co_filename:
+                for value in list(frame.f_locals.values()):
+                    if isinstance(value, socket.socket) and value.fileno() != -1:
+                        try:
+                            value.getpeername()
+                        except OSError:
+                            value.close()
+            tb = tb.tb_next
 
 
 def describe_host(client: Any) -> str:
@@ -116,6 +138,7 @@ def translate(exc: BaseException, host: str, timeout: float) -> DockerError:
         if status == 409:
             return DockerConflict(f"Docker: {message}")
         return DockerError(f"Docker: {message}")
+    _close_unconnected_sockets(exc)
     if _is_timeout(exc):
         return DockerUnreachable(f"Docker at {host} did not answer within {timeout:g}s")
     reason = _os_reason(exc)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from domain import release as rel
 from domain.errors import (
     AlreadyLocked,
+    BatchOutdated,
     NothingToRelease,
     NothingToRollBackTo,
     NotLocked,
@@ -63,6 +64,9 @@ def request_release(
         raise ReleaseInProgress(env.name, active.id, active.state.value)
     if batch is None or not batch.commits:
         raise NothingToRelease(env.name)
+    if batch.base_sha != env.live_sha:
+        # a rollback or failure changed what runs; releasing this batch would skip commits
+        raise BatchOutdated(env.name)
     frozen = rel.apply(
         batch,
         rel.Freeze(by=by, approval_required=approval_required, stand_ins=stand_ins),
@@ -156,6 +160,17 @@ def finished_unhealthy(env: EnvState, release: Release) -> EnvState:
     return replace(
         env, active_release=_clear(env.active_release, release.id), rolled_back_shas=rolled_back
     )
+
+
+def cancel(env: EnvState, release: Release, *, by: str, at: float) -> Change:
+    """Cancel a batch or a release that has not started deploying, and free the environment."""
+    cancelled = rel.apply(release, rel.Cancel(by=by), at=at)
+    new_env = replace(
+        env,
+        active_release=_clear(env.active_release, release.id),
+        batch_release=_clear(env.batch_release, release.id),
+    )
+    return Change(env=new_env, releases=(cancelled,))
 
 
 def released_elsewhere(env: EnvState, release: Release) -> EnvState:

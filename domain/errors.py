@@ -86,3 +86,14 @@ class NotLocked(DomainError):
     def __init__(self, env: str) -> None:
         super().__init__(f"*{env}* is not locked.")
         self.env = env
+
+
+class BatchOutdated(DomainError):
+    """What the environment runs changed (a rollback), and the batch is being recounted."""
+
+    def __init__(self, env: str) -> None:
+        super().__init__(
+            f"The batch for *{env}* is being recounted because what runs there just changed; "
+            "try again in a few seconds."
+        )
+        self.env = env

@@ -30,6 +30,16 @@ Block = dict[str, Any]
 _SECTION_LIMIT = 2900
 #: commits listed in full; the rest are counted, keeping the message under 50 blocks
 MAX_LISTED_COMMITS = 40
+#: people listed by name in the approvals line; the rest are counted
+MAX_LISTED_PEOPLE = 30
+#: backend output shown in the message itself; the thread has the rest
+MAX_DETAIL = 300
+MAX_REASON = 1500
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 S = ReleaseState
 
@@ -268,6 +278,10 @@ def _approval_text(release: Release, options: RenderOptions) -> str:
             seen.add(user)
             mark = ":no_entry:" if user in release.blocks else ":white_check_mark:"
             marks.append(f"{mark} {mention(user)} (for authors without Slack)")
+    if len(marks) > MAX_LISTED_PEOPLE:
+        waiting = sum(1 for m in marks[MAX_LISTED_PEOPLE:] if m.startswith(":hourglass"))
+        rest = len(marks) - MAX_LISTED_PEOPLE
+        marks = [*marks[:MAX_LISTED_PEOPLE], f"and {rest} more ({waiting} still to approve)"]
     text = "*Approvals:* " + (" · ".join(marks) if marks else "none needed")
     if release.unmapped and not approvals.stand_in_given(release):
         text += "\n" + _stand_in_text(release)
@@ -280,7 +294,10 @@ def _approval_text(release: Release, options: RenderOptions) -> str:
 
 
 def _stand_in_text(release: Release) -> str:
-    names = ", ".join(f"{escape(p.name)} ({escape(p.email)})" for p in release.unmapped)
+    unmapped = release.unmapped
+    names = ", ".join(f"{escape(p.name)} ({escape(p.email)})" for p in unmapped[:10])
+    if len(unmapped) > 10:
+        names += f" and {len(unmapped) - 10} more"
     who = " or ".join(mention(u) for u in sorted(approvals.stand_ins(release))) or "a release admin"
     return f"{names} {'has' if len(release.unmapped) == 1 else 'have'} no Slack user; {who} can approve for them."
 
@@ -293,7 +310,7 @@ _STEP_MARK = {
 
 
 def _step_line(step: Step) -> str:
-    detail = f" — {escape(step.detail)}" if step.detail else ""
+    detail = f" — {escape(clip(step.detail, MAX_DETAIL))}" if step.detail else ""
     return f"{_STEP_MARK[step.status]} {escape(step.name)}{detail}"
 
 
@@ -305,7 +322,7 @@ def _outcome_text(release: Release) -> str | None:
         S.CANCELLED,
         S.SUPERSEDED,
     ):
-        return f"*Why:* {release.reason}"
+        return f"*Why:* {clip(release.reason, MAX_REASON)}"
     return None
 
 

@@ -19,6 +19,9 @@ from redis.asyncio import Redis
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# the Docker engine, swarm and test-image fixtures
+pytest_plugins = ["tests.dockerkit"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -8,6 +8,7 @@ registry is involved. In CI (CI=true) a missing engine fails the run instead of 
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import shutil
@@ -50,7 +51,7 @@ def _dockerfile(kind: ImageKind) -> str:
         "COPY busybox /bin/busybox",
         "COPY www /www",
         'ENTRYPOINT ["/bin/busybox", "sh", "-c"]',
-        f'CMD ["{serve}"]',
+        f"CMD {json.dumps([serve])}",
     ]
     if kind.healthcheck:
         lines.insert(

@@ -7,8 +7,11 @@ import pytest
 from domain import environment
 from domain import release as rel
 from domain.errors import (
-    DomainError,
+    AlreadyLocked,
+    BatchOutdated,
+    InvalidTransition,
     NothingToRelease,
+    NotLocked,
     NothingToRollBackTo,
     ReleaseInProgress,
 )
@@ -38,7 +41,7 @@ AT = 1_700_005_000.0
 A, B, C, D = sha(0xA), sha(0xB), sha(0xC), sha(0xD)
 
 
-def batch(rid: str = "prod-5", base: str | None = None, n: int = 2) -> Release:
+def batch(rid: str = "prod-5", base: str | None = A, n: int = 2) -> Release:
     return release(S.COLLECTING, rid=rid, n_commits=n, base_sha=base)
 
 
@@ -110,7 +113,7 @@ def test_request_release_ignores_finished_active(state: ReleaseState) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: FAILED counts as terminal/inactive, yet the worker still moves it to ROLLING_BACK",
+    reason="BUG: FAILED is terminal and inactive, yet StartRollback still moves it to ROLLING_BACK",
 )
 def test_request_release_refused_while_failed_release_awaits_its_rollback() -> None:
     """A failed release about to roll back still owns the environment, so /release is refused."""
@@ -236,7 +239,7 @@ def test_rollback_refused_while_another_rollback_waits() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: a FAILED release awaiting its automatic rollback does not block /rollback",
+    reason="BUG: a FAILED release that StartRollback will still move does not block /rollback",
 )
 def test_rollback_refused_while_failed_release_awaits_its_rollback() -> None:
     """/rollback between MarkFailed and StartRollback would roll back past the last good release."""
@@ -323,22 +326,53 @@ def test_released_elsewhere_frees_only_its_own_release() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a cancelled collecting batch stays env.batch_release, wedging /release and collect",
-)
-def test_cancelled_batch_frees_the_environment() -> None:
-    """Cancelling the collecting batch (Cancel allows it) must not leave it as the batch."""
-    env = env_state(("prod-1", A), batch_release="prod-5")
-    cancelled = rel.apply(batch(), rel.Cancel(by=ALICE), at=AT)
-    env = environment.released_elsewhere(env, cancelled)
-    assert env.batch_release is None
+@pytest.mark.parametrize("state", [S.COLLECTING, S.AWAITING_APPROVAL, S.BLOCKED, S.APPROVED])
+def test_cancel_frees_batch_or_active(state: ReleaseState) -> None:
+    """cancel() ends a batch or a deciding release and clears whichever slot held it."""
+    slot = "batch_release" if state is S.COLLECTING else "active_release"
+    env = env_state(("prod-1", A), **{slot: "prod-5"})
+    change = environment.cancel(env, release(state, rid="prod-5"), by=ALICE, at=AT)
+    (cancelled,) = change.releases
+    assert cancelled.state is S.CANCELLED
+    assert cancelled.reason == f"cancelled by <@{ALICE}>"
+    assert change.env.batch_release is None
+    assert change.env.active_release is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: request_release freezes a stale batch whose base is no longer batch_base()",
-)
+@pytest.mark.parametrize("state", [S.DEPLOYING, S.VERIFYING, S.LIVE, S.ROLLING_BACK])
+def test_cancel_refused_once_deploying(state: ReleaseState) -> None:
+    """A release that started deploying (or finished) cannot be cancelled."""
+    env = env_state(("prod-1", A), active_release="prod-5")
+    with pytest.raises(InvalidTransition) as info:
+        environment.cancel(env, release(state, rid="prod-5"), by=ALICE, at=AT)
+    assert "prod-5" in str(info.value)
+
+
+def test_lock_and_unlock() -> None:
+    """/lock holds releases (not rollbacks) until /unlock; locking twice or unlocking twice is refused."""
+    env = environment.lock(env_state(("prod-1", A)), by=BOB, reason="freeze", at=AT)
+    assert env.lock is not None and (env.lock.by, env.lock.reason) == (BOB, "freeze")
+    assert environment.waits_for_lock(env, release(S.APPROVED))
+    assert not environment.waits_for_lock(env, rollback_release(S.APPROVED))
+    with pytest.raises(AlreadyLocked) as info:
+        environment.lock(env, by=ALICE, reason="again", at=AT)
+    assert "/unlock prod" in str(info.value)
+    env = environment.unlock(env)
+    assert env.lock is None
+    assert not environment.waits_for_lock(env, release(S.APPROVED))
+    with pytest.raises(NotLocked):
+        environment.unlock(env)
+
+
+def test_lock_after_failure_keeps_a_human_lock() -> None:
+    """An automatic lock after a failure never replaces a lock a person set."""
+    failed = release(S.ROLLED_BACK, rid="prod-5")
+    auto = environment.lock_after_failure(env_state(("prod-1", A)), failed, at=AT)
+    assert auto.lock is not None and auto.lock.automatic and "prod-5" in auto.lock.reason
+    held = environment.lock(env_state(("prod-1", A)), by=BOB, reason="mine", at=AT)
+    assert environment.lock_after_failure(held, failed, at=AT) == held
+
+
 def test_release_after_rollback_does_not_skip_rolled_back_commits() -> None:
     """A batch counted from the sha that was just rolled back must not be frozen as is."""
     # prod-2 (B, by BOB) is live; the batch counts C from B
@@ -352,13 +386,10 @@ def test_release_after_rollback_does_not_skip_rolled_back_commits() -> None:
     env = environment.went_live(env, rb, at=AT)
     assert env.live_sha == A
     assert env.batch_release == "prod-5"
-    try:
-        change = ask_release(env, stale, None)
-    except DomainError:
-        return
-    frozen = change.releases[0]
-    # deploying C ships B (just rolled back) although B's authors were never asked again
-    assert frozen.base_sha == environment.batch_base(env, None)
+    # freezing it would ship B (just rolled back) without asking B's authors again
+    with pytest.raises(BatchOutdated) as info:
+        ask_release(env, stale, None)
+    assert "*prod*" in str(info.value) and "try again" in str(info.value)
 
 
 def test_people_untouched_by_env_decisions() -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from domain import release as rel
 from domain.errors import DomainError, InvalidTransition, NotInvolved
-from domain.models import Release, ReleaseState, Step, StepStatus
+from domain.models import TERMINAL_STATES, Release, ReleaseState, Step, StepStatus
 from tests.domain.factories import (
     ALICE,
     BOB,
@@ -104,6 +104,34 @@ def test_table_covers_every_state_and_event() -> None:
     """The transition table mentions only real states and every event type once."""
     assert set(ALLOWED) == set(EVENTS)
     assert {type(e) for e in EVENTS.values()} == set(rel.Event.__args__)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        pytest.param(
+            s,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="BUG: FAILED is in TERMINAL_STATES but StartRollback moves it on",
+            )
+            if s is S.FAILED
+            else (),
+        )
+        for s in sorted(TERMINAL_STATES)
+    ],
+)
+def test_terminal_release_accepts_no_event(state: ReleaseState) -> None:
+    """A release in a terminal state refuses every event, so it never changes again."""
+    before = release(state)
+    accepted = []
+    for name, event in EVENTS.items():
+        try:
+            rel.apply(before, event, at=AT)
+        except DomainError:
+            continue
+        accepted.append(name)
+    assert accepted == []
 
 
 def test_freeze_without_approval_goes_straight_to_approved() -> None:

@@ -141,10 +141,13 @@ def write_config(workdir: Path, *, port: int, staging_port: int, extra: str = ""
     return load_config(workdir / "shipmate.yml")
 
 
-async def start_team(workdir: Path, redis: Redis, *, port: int, staging_port: int) -> Team:
+async def start_team(
+    workdir: Path, redis: Redis, *, port: int, staging_port: int, extra: str = ""
+) -> Team:
+    """``extra`` is YAML for more environments, appended under ``environments:``."""
     repo = DemoRepo(workdir / "repo")
     repo.commit(ALICE, "Initial shop", {"app/health": "ok\n"})
-    config = write_config(workdir, port=port, staging_port=staging_port)
+    config = write_config(workdir, port=port, staging_port=staging_port, extra=extra)
     emulator = SlackEmulator(signing_secret="test-signing-secret", bot_token="xoxb-test")
     await emulator.start()
     for user, (name, real, email) in PEOPLE.items():
