@@ -536,15 +536,16 @@ def report(
     print()
     passed = True
     for kind in KINDS:
-        ours = summaries[(SHIPMATE, kind)].p99
+        ours = summaries[(SHIPMATE, kind)]
         best_key = min((BOLT_DEFAULT, BOLT_PBR), key=lambda k: summaries[(k, kind)].p99)
-        best = summaries[(best_key, kind)].p99
-        ratio = ours / best
+        best = summaries[(best_key, kind)]
+        ratio = ours.p99 / best.p99
         ok = ratio <= TARGET_RATIO
         passed = passed and ok
         print(
-            f"ratio {kind:<9} shipmate p99 {ours:.2f} ms / {LABELS[best_key]} p99 {best:.2f} ms "
-            f"= {ratio:.2f}x  {'PASS' if ok else 'FAIL'} (target <= {TARGET_RATIO:g}x)"
+            f"ratio {kind:<9} shipmate p99 {ours.p99:.2f} ms / {LABELS[best_key]} p99 "
+            f"{best.p99:.2f} ms = {ratio:.2f}x  {'PASS' if ok else 'FAIL'} (target <= "
+            f"{TARGET_RATIO:g}x; at p50 it is {ours.p50 / best.p50:.2f}x)"
         )
     return passed
 

@@ -73,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("worker", help="collect commits, deploy, roll back, update Slack")
     demo = sub.add_parser("demo", help="play the whole release loop on a local Slack workspace")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary folder")
+    demo.add_argument(
+        "--docker", action="store_true", help="deploy containers on the local Docker engine"
+    )
     check = sub.add_parser("check-config", help="validate a config file and print what is wrong")
     check.add_argument("path", nargs="?", default=None)
     args = parser.parse_args(argv)
@@ -89,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from bot.demo import run_demo
 
-        return asyncio.run(run_demo(keep=args.keep))
+        return asyncio.run(run_demo(keep=args.keep, docker=args.docker))
 
     try:
         settings = Settings.from_env(os.environ)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -126,13 +127,25 @@ permissions:
 environments:
   sandbox:
     approval: authors
+{backend}
+    health: {{http: "http://127.0.0.1:{port}/healthz", timeout: 3s, interval: 200ms}}
+"""
+
+SHELL_BACKEND = """\
     backend:
       kind: shell
       deploy: ["{python}", "./deploy.py", "{{sha}}", "{{env}}"]
       timeout: 20s
-      env: {{DEMO_PORT: "{port}"}}
-    health: {{http: "http://127.0.0.1:{port}/healthz", timeout: 3s, interval: 200ms}}
-"""
+      env: {{DEMO_PORT: "{port}"}}"""
+
+DOCKER_BACKEND = """\
+    backend:
+      kind: docker
+      image: "{repository}:{{sha}}"
+      container: {container}
+      network: host
+      env: {{PORT: "{port}"}}
+      stop_timeout: 1s"""
 
 
 def _free_port() -> int:
@@ -164,6 +177,12 @@ class DemoRepo:
         )
         return done.stdout.strip()
 
+    def head(self) -> str:
+        return self._git("rev-parse", "HEAD")
+
+    def show(self, sha: str, path: str) -> str:
+        return self._git("show", f"{sha}:{path}")
+
     def commit(self, user: str, message: str, files: dict[str, str]) -> str:
         for name, content in files.items():
             target = self.path / name
@@ -181,24 +200,93 @@ def say(text: str) -> None:
     print(f"\n▶ {text}", flush=True)
 
 
-async def run_demo(*, keep: bool = False) -> int:
+class Stage:
+    """Where the demo's releases run: a local process (shell backend) or containers."""
+
+    def backend_yaml(self, workdir: Path, port: int) -> str:
+        (workdir / "service.py").write_text(SERVICE)
+        (workdir / "deploy.py").write_text(DEPLOY)
+        return SHELL_BACKEND.format(python=sys.executable, port=port)
+
+    async def merged(self, repo: DemoRepo) -> None:
+        """What CI does after a merge; the shell backend needs no artifact."""
+
+    def cleanup(self, workdir: Path) -> None:
+        pidfile = workdir / "sandbox.pid"
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+class DockerStage(Stage):
+    """Releases run as containers; "CI" builds one image per commit, tagged by its sha."""
+
+    REPOSITORY = "shipmate-demo"
+
+    def __init__(self) -> None:
+        import docker
+
+        try:
+            self.client = docker.from_env(timeout=30)
+            self.client.ping()
+        except docker.errors.DockerException as err:
+            raise SystemExit(
+                f"shipmate demo --docker needs a running Docker engine ({err}). "
+                "Start one (scripts/docker-up.sh does) or run plain `make demo`."
+            ) from None
+        self.container = "shipmate-demo-sandbox"
+
+    def backend_yaml(self, workdir: Path, port: int) -> str:
+        return DOCKER_BACKEND.format(
+            repository=self.REPOSITORY, container=self.container, port=port
+        )
+
+    async def merged(self, repo: DemoRepo) -> None:
+        from bot.demoimage import ImageKind, build_context
+
+        head = repo.head()
+        healthy = repo.show(head, "app/health").strip() == "ok"
+        kind = ImageKind(healthy=healthy)
+        tag = f"{self.REPOSITORY}:{head}"
+        print(
+            f"  (CI builds {tag[: len(self.REPOSITORY) + 8]}…{' — a broken build' if not healthy else ''})"
+        )
+        await asyncio.to_thread(
+            self.client.images.build,
+            fileobj=io.BytesIO(build_context(kind, head[:7])),
+            custom_context=True,
+            tag=tag,
+            rm=True,
+            labels={"shipmate.demo": "1"},
+        )
+
+    def cleanup(self, workdir: Path) -> None:
+        import docker
+
+        for container in self.client.containers.list(
+            all=True, filters={"label": f"shipmate.container={self.container}"}
+        ):
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+        for image in self.client.images.list(filters={"label": "shipmate.demo=1"}):
+            for tag in image.tags:
+                with contextlib.suppress(docker.errors.APIError):
+                    self.client.images.remove(tag, force=True)
+        self.client.close()
+
+
+async def run_demo(*, keep: bool = False, docker: bool = False) -> int:
     started = time.monotonic()
+    stage = DockerStage() if docker else Stage()
     workdir = Path(tempfile.mkdtemp(prefix="shipmate-demo-"))
     try:
-        return await _play(workdir, started)
+        return await _play(workdir, started, stage)
     finally:
-        _stop_service(workdir)
+        stage.cleanup(workdir)
         if keep:
             print(f"\n(demo files kept in {workdir})")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _stop_service(workdir: Path) -> None:
-    pidfile = workdir / "sandbox.pid"
-    if pidfile.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
 
 
 def _start_redis(workdir: Path) -> tuple[object, Redis]:
@@ -208,13 +296,12 @@ def _start_redis(workdir: Path) -> tuple[object, Redis]:
     return server, Redis(unix_socket_path=server.socket_file, decode_responses=True)
 
 
-async def _play(workdir: Path, started: float) -> int:
+async def _play(workdir: Path, started: float, stage: Stage) -> int:
     port = _free_port()
     repo = DemoRepo(workdir / "repo")
-    (workdir / "service.py").write_text(SERVICE)
-    (workdir / "deploy.py").write_text(DEPLOY)
+    backend = stage.backend_yaml(workdir, port)
     (workdir / "shipmate.yml").write_text(
-        CONFIG.format(channel=CHANNEL, alice=ALICE, oncall=ONCALL, python=sys.executable, port=port)
+        CONFIG.format(channel=CHANNEL, alice=ALICE, oncall=ONCALL, backend=backend, port=port)
     )
     repo.commit(ALICE, "Initial shop", {"app/health": "ok\n", "README": "shop\n"})
     config = load_config(workdir / "shipmate.yml")
@@ -227,7 +314,7 @@ async def _play(workdir: Path, started: float) -> int:
     emulator.add_channel(CHANNEL, name="releases")
     stack = await start_stack(config, redis, emulator)
     try:
-        await _story(stack, repo)
+        await _story(stack, repo, stage)
     finally:
         await stack.stop()
         await emulator.stop()
@@ -240,7 +327,13 @@ async def _play(workdir: Path, started: float) -> int:
     return 0
 
 
-async def _story(stack: LocalStack, repo: DemoRepo) -> None:
+async def _merged(stack: LocalStack, repo: DemoRepo, stage: Stage) -> None:
+    """CI builds what it must, then the push webhook triggers a collect (polling would too)."""
+    await stage.merged(repo)
+    await stack.trigger_collect()
+
+
+async def _story(stack: LocalStack, repo: DemoRepo, stage: Stage) -> None:
     emu = stack.emulator
     say("Three authors merge to main: Alice, Bob (with Carol as co-author) and Carol.")
     repo.commit(ALICE, "Add cart page (#123)", {"app/cart": "cart v1\n"})
@@ -250,7 +343,7 @@ async def _story(stack: LocalStack, repo: DemoRepo) -> None:
         {"app/price": "round half even\n"},
     )
     repo.commit(CAROL, "Explain checkout in the README", {"README": "shop with checkout\n"})
-    await stack.trigger_collect()
+    await _merged(stack, repo, stage)
     batch = await _wait_message(
         emu,
         lambda m: "Next release to" in m.render() and "4 commits" in m.render(),
@@ -278,7 +371,7 @@ async def _story(stack: LocalStack, repo: DemoRepo) -> None:
     say("Bob merges two more changes; a second release goes out.")
     repo.commit(BOB, "Speed up search (#124)", {"app/search": "fast\n"})
     repo.commit(BOB, "Cache product images", {"app/images": "cached\n"})
-    await stack.trigger_collect()
+    await _merged(stack, repo, stage)
     second = await _wait_message(
         emu,
         lambda m: (
@@ -300,7 +393,7 @@ async def _story(stack: LocalStack, repo: DemoRepo) -> None:
 
     say("Carol merges a change that breaks the health check; it is released and approved.")
     repo.commit(CAROL, "Switch to the new payment API (#125)", {"app/health": "broken\n"})
-    await stack.trigger_collect()
+    await _merged(stack, repo, stage)
     third = await _wait_message(
         emu,
         lambda m: "Next release to" in m.render() and "Switch to the new payment API" in m.render(),

@@ -64,7 +64,9 @@ _PUBLISHED_PORT_RE = re.compile(r"\d{1,5}")
 # "complete" counts: a service task that exits 0 has still stopped serving.
 _TASK_FAILED = frozenset({"failed", "rejected", "complete", "orphaned"})
 _TASK_ENDED = _TASK_FAILED | {"shutdown", "remove"}
-_UPDATE_FAILED = frozenset({"paused", "rollback_started", "rollback_paused", "rollback_completed"})
+_PAUSED = frozenset({"paused", "rollback_paused"})
+#: while we wait, any of these means the update we started is not going to finish
+_UPDATE_FAILED = _PAUSED | {"rollback_started", "rollback_completed"}
 _WANTED = frozenset({"running", "ready"})
 _LOG_LINES = 20
 _LOG_TIMEOUT = 15.0
@@ -424,7 +426,7 @@ class SwarmBackend:
             current = str(spec["TaskTemplate"]["ContainerSpec"].get("Image", ""))
             state, _ = _update_state(service)
             if _bare_image(current) == _bare_image(ref):
-                if state not in _UPDATE_FAILED and _tally(service, tasks, ref, known).converged:
+                if state not in _PAUSED and _tally(service, tasks, ref, known).converged:
                     if not self._labelled(spec, target):
                         await self._update(service, target, ref, force=False)
                     await reporter.step(
@@ -432,8 +434,8 @@ class SwarmBackend:
                     )
                     return
                 if state in _UPDATE_FAILED:
-                    # The same image failed before; run its update again rather than
-                    # report the old failure (a retried job lands here).
+                    # The same image failed before (or is being rolled back to by hand): run
+                    # its update again for a verdict of our own (a retried job lands here).
                     await self._update(service, target, ref, force=True)
                 # else another deploy of this very image is under way: wait for it
             else:

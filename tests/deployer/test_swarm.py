@@ -9,7 +9,7 @@ import secrets
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import docker
@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from docker.types import ContainerSpec, ServiceMode, TaskTemplate
 
+from bot.demoimage import ImageKind
 from deployer.base import (
     ArtifactMissing,
     Backend,
@@ -31,13 +32,28 @@ from deployer.swarm import LABEL_MANAGED, LABEL_SHA, NOT_A_MANAGER, SwarmBackend
 from deployer.testing import RecordingReporter
 from domain.models import StepStatus
 from tests.conftest import free_port
-from tests.dockerkit import DockerKit, ImageKind, docker_engine, dockerkit, swarm  # noqa: F401
+from tests.dockerkit import DockerKit, docker_engine, swarm  # noqa: F401
 
 ENV = "staging"
 
 
 def new_target() -> DeployTarget:
     return DeployTarget(env=ENV, sha=secrets.token_hex(20))
+
+
+@pytest.fixture
+def kit(swarm: docker.DockerClient) -> Iterator[DockerKit]:  # noqa: F811
+    kit = DockerKit(swarm)
+    yield kit
+    for attempt in range(5):
+        try:
+            kit.cleanup()
+            return
+        except docker.errors.NotFound:
+            # cleanup lists every container on the engine, and docker-py's list() fetches
+            # each one: a task container swarm prunes meanwhile makes it raise NotFound
+            if attempt == 4:
+                raise
 
 
 @pytest.fixture
@@ -165,15 +181,15 @@ async def wait_served(port: int, version: str, *, within: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_the_backend_satisfies_the_protocols(dockerkit: DockerKit, api: DockerApi) -> None:  # noqa: F811
-    backend: Backend = make_setup(dockerkit, api).backend
+async def test_the_backend_satisfies_the_protocols(kit: DockerKit, api: DockerApi) -> None:
+    backend: Backend = make_setup(kit, api).backend
     assert isinstance(backend, NativeHealth)
     assert isinstance(backend, Diagnostics)
     assert backend.kind == "swarm"
 
 
-async def test_first_deploy_creates_the_service(dockerkit: DockerKit, api: DockerApi) -> None:  # noqa: F811
-    s = make_setup(dockerkit, api)
+async def test_first_deploy_creates_the_service(kit: DockerKit, api: DockerApi) -> None:
+    s = make_setup(kit, api)
     target = new_target()
     image = await s.build(target)
     await s.backend.check_artifact(target)
@@ -197,10 +213,10 @@ async def test_first_deploy_creates_the_service(dockerkit: DockerKit, api: Docke
 
 
 async def test_update_and_rollback_converge(
-    dockerkit: DockerKit,  # noqa: F811
+    kit: DockerKit,
     api: DockerApi,
 ) -> None:
-    s = make_setup(dockerkit, api)
+    s = make_setup(kit, api)
     old, new = new_target(), new_target()
     await s.build(old)
     new_image = await s.build(new)
@@ -225,12 +241,12 @@ async def test_update_and_rollback_converge(
 
 
 async def test_start_first_rollback_off_the_host_network(
-    dockerkit: DockerKit,  # noqa: F811
+    kit: DockerKit,
     api: DockerApi,
 ) -> None:
     # Without the host network each task has its own network namespace (unreachable from
     # here, so only task states are checked): old and new can overlap.
-    s = make_setup(dockerkit, api, network=None)
+    s = make_setup(kit, api, network=None)
     old, new = new_target(), new_target()
     await s.build(old)
     await s.build(new)
@@ -279,10 +295,10 @@ async def rollbacks(s: Setup, old: DeployTarget, new: DeployTarget) -> tuple[flo
 
 
 async def test_redeploying_the_running_sha_changes_nothing(
-    dockerkit: DockerKit,  # noqa: F811
+    kit: DockerKit,
     api: DockerApi,
 ) -> None:
-    s = make_setup(dockerkit, api)
+    s = make_setup(kit, api)
     target = new_target()
     await s.build(target)
     await s.backend.deploy(target, RecordingReporter())
@@ -301,10 +317,10 @@ async def test_redeploying_the_running_sha_changes_nothing(
 
 
 async def test_a_service_shipmate_did_not_create_is_adopted(
-    dockerkit: DockerKit,  # noqa: F811
+    kit: DockerKit,
     api: DockerApi,
 ) -> None:
-    s = make_setup(dockerkit, api)
+    s = make_setup(kit, api)
     theirs, ours = new_target(), new_target()
     their_image = await s.build(theirs)
     await s.build(ours)
@@ -341,10 +357,10 @@ async def test_a_service_shipmate_did_not_create_is_adopted(
 
 
 async def test_a_stale_version_is_refused_and_nothing_changes(
-    dockerkit: DockerKit,  # noqa: F811
+    kit: DockerKit,
     api: DockerApi,
 ) -> None:
-    s = make_setup(dockerkit, api, backend=Interrupted)
+    s = make_setup(kit, api, backend=Interrupted)
     old, new = new_target(), new_target()
     old_image = await s.build(old)
     await s.build(new)
@@ -376,10 +392,10 @@ async def test_a_stale_version_is_refused_and_nothing_changes(
 
 
 async def test_a_crashing_image_fails_with_the_task_error_and_its_logs(
-    dockerkit: DockerKit,  # noqa: F811
+    kit: DockerKit,
     api: DockerApi,
 ) -> None:
-    s = make_setup(dockerkit, api)
+    s = make_setup(kit, api)
     good, bad = new_target(), new_target()
     await s.build(good)
     bad_image = await s.build(bad, ImageKind(crash=True))
@@ -412,8 +428,8 @@ async def test_a_crashing_image_fails_with_the_task_error_and_its_logs(
     assert s.service()["UpdateStatus"]["State"] != "paused"
 
 
-async def test_wait_healthy_with_a_healthcheck_image(dockerkit: DockerKit, api: DockerApi) -> None:  # noqa: F811
-    s = make_setup(dockerkit, api)
+async def test_wait_healthy_with_a_healthcheck_image(kit: DockerKit, api: DockerApi) -> None:
+    s = make_setup(kit, api)
     target = new_target()
     await s.build(target, ImageKind(healthcheck=True))
     deploy_reporter = RecordingReporter()
@@ -437,10 +453,10 @@ async def test_wait_healthy_with_a_healthcheck_image(dockerkit: DockerKit, api: 
 
 
 async def test_an_image_whose_healthcheck_fails_does_not_deploy(
-    dockerkit: DockerKit,  # noqa: F811
+    kit: DockerKit,
     api: DockerApi,
 ) -> None:
-    s = make_setup(dockerkit, api)
+    s = make_setup(kit, api)
     target = new_target()
     await s.build(target, ImageKind(healthy=False, healthcheck=True))
 
@@ -452,10 +468,10 @@ async def test_an_image_whose_healthcheck_fails_does_not_deploy(
 
 
 async def test_an_update_that_does_not_converge_in_time(
-    dockerkit: DockerKit,  # noqa: F811
+    kit: DockerKit,
     api: DockerApi,
 ) -> None:
-    s = make_setup(dockerkit, api, update_timeout=1.0)
+    s = make_setup(kit, api, update_timeout=1.0)
     target = new_target()
     # its HEALTHCHECK fails, but only after ~3 s: until then swarm says "starting"
     await s.build(target, ImageKind(healthy=False, healthcheck=True))
@@ -463,15 +479,15 @@ async def test_an_update_that_does_not_converge_in_time(
         await s.backend.deploy(target, RecordingReporter())
 
 
-async def test_check_artifact_names_a_missing_image(dockerkit: DockerKit, api: DockerApi) -> None:  # noqa: F811
-    s = make_setup(dockerkit, api)
+async def test_check_artifact_names_a_missing_image(kit: DockerKit, api: DockerApi) -> None:
+    s = make_setup(kit, api)
     target = new_target()
     with pytest.raises(ArtifactMissing, match=f"image {s.repository}:{target.sha} does not exist"):
         await s.backend.check_artifact(target)
 
     # with a registry, the image is pulled from there; nothing listens on this one
     registry = f"127.0.0.1:{free_port()}"
-    r = make_setup(dockerkit, api, registry=registry)
+    r = make_setup(kit, api, registry=registry)
     ref = f"{registry}/{r.repository}:{target.sha}"
     assert r.backend.image_ref(target) == ref
     with pytest.raises(
