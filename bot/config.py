@@ -884,6 +884,26 @@ def _docker(f: _Fields) -> BackendConfig:
 
 
 def _swarm(f: _Fields) -> BackendConfig:
+    config = _swarm_fields(f)
+    ports_node = f.get("ports")
+    if ports_node is not None and config.ports:
+        if config.network == "host":
+            f.p.at(
+                ports_node,
+                f.child("ports"),
+                "a swarm service on the host network publishes no ports; remove ports or the network",
+            )
+        for published in config.ports.values():
+            if ":" in published:
+                f.p.at(
+                    ports_node,
+                    f.child("ports"),
+                    f"swarm publishes on every address; expected a port number, got {published!r}",
+                )
+    return config
+
+
+def _swarm_fields(f: _Fields) -> BackendConfig:
     return BackendConfig(
         kind="swarm",
         service=f.required("service", _docker_name, ""),

@@ -209,9 +209,7 @@ class DeployRunner:
             await self._say_locked(failed)
             return
         # failed and rolling back in one write, so no /release slips in between
-        rolling = await self.transition(
-            release, lease, rel.MarkFailed(reason=why), rel.StartRollback()
-        )
+        rolling = await self.transition(release, lease, rel.StartRollback(reason=why))
         await self.thread(rolling, f":x: {why}. Rolling back to `{previous[:7]}`.")
         healthy, detail = await self._ship(rolling, lease, previous, runtime, prefix="rollback: ")
         done = await self.transition(

@@ -739,4 +739,6 @@ class SwarmBackend:
         return "\n".join([*head, f"last {len(lines)} log lines:", *lines])
 
     async def close(self) -> None:
-        await self._api.close()
+        # The DockerApi is shared by every Docker-based environment; whoever made it (the
+        # composition root) closes it once, after all backends are done.
+        return None

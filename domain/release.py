@@ -81,7 +81,13 @@ class MarkFailed:
 
 @dataclass(frozen=True, slots=True)
 class StartRollback:
-    pass
+    """The deploy failed and the previous sha goes back.
+
+    Failing and starting the rollback are one step, so a release is never FAILED while
+    something is still going to happen to it: FAILED is final, like every terminal state.
+    """
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +175,10 @@ def _transition(r: Release, event: Event, at: float) -> Release:
             if r.state not in (S.DEPLOYING, S.VERIFYING):
                 raise _refuse(r, "fail")
             return replace(r, state=S.FAILED, reason=reason, finished_at=at)
-        case StartRollback():
-            if r.state is not S.FAILED or r.previous_sha is None:
+        case StartRollback(reason=reason):
+            if r.state not in (S.DEPLOYING, S.VERIFYING) or r.previous_sha is None:
                 raise _refuse(r, "roll back")
-            return replace(r, state=S.ROLLING_BACK, finished_at=None)
+            return replace(r, state=S.ROLLING_BACK, reason=reason)
         case FinishRollback(healthy=healthy, detail=detail):
             if r.state is not S.ROLLING_BACK:
                 raise _refuse(r, "finish rolling back")

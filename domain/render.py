@@ -119,7 +119,7 @@ def render_release(
     ):
         blocks.append(_section(_approval_text(release, options)))
     if release.steps:
-        blocks.append(_context("\n".join(_step_line(step) for step in release.steps)))
+        blocks.append(_context(_steps_text(release.steps)))
     outcome = _outcome_text(release)
     if outcome:
         blocks.append(_section(outcome))
@@ -278,6 +278,12 @@ def _approval_text(release: Release, options: RenderOptions) -> str:
             seen.add(user)
             mark = ":no_entry:" if user in release.blocks else ":white_check_mark:"
             marks.append(f"{mark} {mention(user)} (for authors without Slack)")
+    if release.unmapped:
+        # one stand-in approval covers every author without a Slack user
+        given = approvals.stand_in_given(release)
+        mark = ":white_check_mark:" if given else ":hourglass_flowing_sand:"
+        n = len(release.unmapped)
+        marks.append(f"{mark} {n} author{'s' if n != 1 else ''} without Slack (a stand-in approves)")
     if len(marks) > MAX_LISTED_PEOPLE:
         waiting = sum(1 for m in marks[MAX_LISTED_PEOPLE:] if m.startswith(":hourglass"))
         rest = len(marks) - MAX_LISTED_PEOPLE
@@ -307,6 +313,17 @@ _STEP_MARK = {
     StepStatus.OK: ":white_check_mark:",
     StepStatus.FAILED: ":x:",
 }
+
+
+def _steps_text(steps: tuple[Step, ...]) -> str:
+    """Every step, newest kept when they do not all fit (the thread has the full story)."""
+    lines = [_step_line(step) for step in steps]
+    while len(lines) > 1 and sum(len(line) + 1 for line in lines) > _SECTION_LIMIT - 40:
+        lines.pop(0)
+    hidden = len(steps) - len(lines)
+    if hidden:
+        lines.insert(0, f"_… {hidden} earlier step{'s' if hidden != 1 else ''} in the thread_")
+    return "\n".join(lines)
 
 
 def _step_line(step: Step) -> str:

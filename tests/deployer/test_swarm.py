@@ -402,8 +402,11 @@ async def test_a_crashing_image_fails_with_the_task_error_and_its_logs(
     await s.backend.deploy(good, RecordingReporter())
 
     reporter = RecordingReporter()
-    with pytest.raises(DeployError, match=r"task of .* failed: task: non-zero exit") as caught:
+    with pytest.raises(
+        DeployError, match=r"task of .* failed: task: non-zero exit \(3\)"
+    ) as caught:
         await s.backend.deploy(bad, reporter)
+    assert "fatal: cannot connect to the database" in str(caught.value)
 
     crashed = [t["ID"] for t in s.tasks() if t["Spec"]["ContainerSpec"]["Image"] == bad_image]
     logged = [

@@ -19,6 +19,7 @@ from domain.codec import (
 from domain.models import (
     Author,
     Commit,
+    EnvLock,
     EnvState,
     LiveEntry,
     Person,
@@ -91,6 +92,7 @@ envs = st.builds(
         tuple
     ),
     rolled_back_shas=st.frozensets(shas, max_size=4),
+    lock=st.none() | st.builds(EnvLock, by=users, reason=texts, at=times, automatic=st.booleans()),
 )
 
 
@@ -170,6 +172,31 @@ def test_env_doc_stores_every_field() -> None:
     """The environment doc has a key for every EnvState field."""
     doc = env_to_doc(env_state(("prod-1", sha(1))))
     assert set(doc) == {f.name for f in dataclasses.fields(EnvState)}
+
+
+def test_fully_populated_env_round_trips() -> None:
+    """An environment with every field set, including an automatic lock, round-trips."""
+    e = env_state(
+        ("prod-1", sha(1)),
+        ("prod-2", sha(2)),
+        version=9,
+        active_release="prod-3",
+        batch_release="prod-4",
+        rolled_back_shas=frozenset({sha(5)}),
+        lock=EnvLock(by="shipmate", reason="release prod-3 failed", at=1.5, automatic=True),
+    )
+    defaults = EnvState(name="x")
+    for f in dataclasses.fields(EnvState):
+        if f.name != "name":
+            assert getattr(e, f.name) != getattr(defaults, f.name), f.name
+    assert env_from_doc(json.loads(json.dumps(env_to_doc(e)))) == e
+
+
+def test_env_doc_without_lock_key_loads() -> None:
+    """An environment stored before locks existed (no "lock" key) loads as unlocked."""
+    doc = env_to_doc(env_state(("prod-1", sha(1))))
+    del doc["lock"]
+    assert env_from_doc(doc).lock is None
 
 
 def test_version_is_the_first_key() -> None:

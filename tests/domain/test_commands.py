@@ -100,6 +100,45 @@ def test_parse_refuses_with_usage(text: str, envs: tuple[str, ...], says: str) -
         assert "(none configured)" in message
 
 
+@pytest.mark.parametrize(
+    ("verb", "text", "expected"),
+    [
+        ("lock", "prod", Command(Action.LOCK, "prod", verb="lock")),
+        (
+            "lock",
+            "PROD db migration",
+            Command(Action.LOCK, "prod", verb="lock", reason="db migration"),
+        ),
+        (
+            "lock",
+            "prod  $(id); `rm -rf /`",
+            Command(Action.LOCK, "prod", verb="lock", reason="$(id); `rm -rf /`"),
+        ),
+        ("unlock", "staging", Command(Action.UNLOCK, "staging", verb="unlock")),
+        ("unlock", "help", Command(Action.HELP, verb="unlock")),
+    ],
+)
+def test_parse_lock_and_unlock(verb: str, text: str, expected: Command) -> None:
+    """/lock takes an environment and a free-text reason; /unlock only an environment."""
+    assert parse(verb, text, ENVS) == expected
+
+
+@pytest.mark.parametrize(
+    ("verb", "text", "says"),
+    [
+        ("lock", "$(id) prod", "not an environment name"),
+        ("lock", "qa because", "Unknown environment `qa`"),
+        ("unlock", "prod now", "takes one environment name"),
+    ],
+)
+def test_parse_lock_refusals(verb: str, text: str, says: str) -> None:
+    """The environment word of /lock and /unlock is checked like any other."""
+    with pytest.raises(UsageError) as info:
+        parse(verb, text, ENVS)
+    assert says in str(info.value)
+    assert f"`/{verb} <environment>" in str(info.value)
+
+
 def test_usage_example_uses_first_environment() -> None:
     """The usage example names the first configured environment and the verb asked."""
     text = usage("rollback", ENVS)
@@ -136,7 +175,7 @@ def test_max_text_boundary() -> None:
         st.text(alphabet="prodstagingPRODSTAGING-_.; $`()|&", max_size=12),
     ),
     envs=st.lists(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,8}", fullmatch=True), max_size=4),
-    verb=st.sampled_from(["release", "rollback"]),
+    verb=st.sampled_from(["release", "rollback", "lock", "unlock"]),
 )
 def test_parse_never_returns_an_unconfigured_env(text: str, envs: list[str], verb: str) -> None:
     """Whatever the text, parse returns a configured environment, help, or a UsageError."""
@@ -149,4 +188,5 @@ def test_parse_never_returns_an_unconfigured_env(text: str, envs: list[str], ver
         assert command.env is None
     else:
         assert command.env in envs
-        assert command.action is (Action.RELEASE if verb == "release" else Action.ROLLBACK)
+        assert command.action is Action(verb)
+        assert command.reason == "" or command.action is Action.LOCK

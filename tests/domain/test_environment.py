@@ -11,8 +11,8 @@ from domain.errors import (
     BatchOutdated,
     InvalidTransition,
     NothingToRelease,
-    NotLocked,
     NothingToRollBackTo,
+    NotLocked,
     ReleaseInProgress,
 )
 from domain.models import (
@@ -103,7 +103,7 @@ def test_request_release_refused_while_another_is_active(state: ReleaseState) ->
     assert "cancel" in str(info.value)
 
 
-@pytest.mark.parametrize("state", sorted(TERMINAL_STATES - {S.FAILED}) + [S.COLLECTING], ids=str)
+@pytest.mark.parametrize("state", [*sorted(TERMINAL_STATES - {S.FAILED}), S.COLLECTING], ids=str)
 def test_request_release_ignores_finished_active(state: ReleaseState) -> None:
     """A finished release left as active_release does not stop the next /release."""
     active = release(state, rid="prod-4")
@@ -111,17 +111,12 @@ def test_request_release_ignores_finished_active(state: ReleaseState) -> None:
     assert change.env.active_release == "prod-5"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: FAILED is terminal and inactive, yet StartRollback still moves it to ROLLING_BACK",
-)
-def test_request_release_refused_while_failed_release_awaits_its_rollback() -> None:
-    """A failed release about to roll back still owns the environment, so /release is refused."""
-    failed = rel.apply(release(S.DEPLOYING, rid="prod-4"), rel.MarkFailed(reason="503"), at=AT)
-    assert failed.previous_sha is not None  # the worker's next step is StartRollback
+def test_request_release_refused_while_a_failed_release_rolls_back() -> None:
+    """A release that failed and is rolling back still owns the environment."""
+    rolling = rel.apply(release(S.DEPLOYING, rid="prod-4"), rel.StartRollback(reason="503"), at=AT)
     env = env_state(("prod-1", A), active_release="prod-4", batch_release="prod-5")
     with pytest.raises(ReleaseInProgress):
-        ask_release(env, batch(), failed)
+        ask_release(env, batch(), rolling)
 
 
 def test_batch_base_is_active_head_else_live() -> None:
@@ -237,21 +232,13 @@ def test_rollback_refused_while_another_rollback_waits() -> None:
         ask_rollback(env, active)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a FAILED release that StartRollback will still move does not block /rollback",
-)
-def test_rollback_refused_while_failed_release_awaits_its_rollback() -> None:
-    """/rollback between MarkFailed and StartRollback would roll back past the last good release."""
+def test_rollback_refused_while_a_failed_release_rolls_back() -> None:
+    """/rollback while the worker puts the last good release back would go past it: refused."""
     env = env_state(("prod-1", A), ("prod-2", B), active_release="prod-3")
     deploying = release(S.DEPLOYING, rid="prod-3", head_sha=C, previous_sha=B)
-    failed = rel.apply(deploying, rel.MarkFailed(reason="503"), at=AT)
-    try:
-        change = ask_rollback(env, failed)
-    except ReleaseInProgress:
-        return
-    # the worker is about to put B back; the manual rollback targets A instead
-    assert change.releases[-1].head_sha == B
+    rolling = rel.apply(deploying, rel.StartRollback(reason="503"), at=AT)
+    with pytest.raises(ReleaseInProgress):
+        ask_rollback(env, rolling)
 
 
 def test_went_live_records_history_and_clears_active() -> None:

@@ -259,10 +259,6 @@ def test_long_backend_output_fits_slack_limits(where: str) -> None:
     assert_within_limits(render_release(r, OPTIONS).blocks)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: steps are clipped one by one but not in total; the steps context exceeds 3000",
-)
 def test_many_steps_with_long_details_fit_slack_limits() -> None:
     """A deploy plus its rollback with a dozen 300-character step details stays within limits."""
     steps = tuple(
@@ -273,10 +269,6 @@ def test_many_steps_with_long_details_fit_slack_limits() -> None:
     assert_within_limits(render_release(release(S.ROLLED_BACK, steps=steps), OPTIONS).blocks)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'Approvals: none needed' is shown while a stand-in approval is still needed",
-)
 def test_only_unmapped_authors_do_not_read_none_needed() -> None:
     """A release waiting for a stand-in does not claim that no approvals are needed."""
     r = release(S.AWAITING_APPROVAL, people=(DAVE_UNMAPPED,))

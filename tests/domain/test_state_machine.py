@@ -457,9 +457,7 @@ class ReleaseModel(RuleBasedStateMachine):
         if current.state is not S.APPROVED or environment.waits_for_lock(self.env, current):
             return None
         self.fence += 1
-        previous = (
-            self.env.live_sha if current.kind is ReleaseKind.RELEASE else current.base_sha
-        )
+        previous = self.env.live_sha if current.kind is ReleaseKind.RELEASE else current.base_sha
         started = self.apply(current, rel.StartDeploy(fence=self.fence, previous_sha=previous))
         self.write(started)
         self.lock = started.id
@@ -555,11 +553,12 @@ class ReleaseModel(RuleBasedStateMachine):
 
     def fail(self, current: Release) -> None:
         """bot.deploys: failed and rolling back in one write when there is a previous sha."""
-        failed = self.apply(current, rel.MarkFailed(reason="health check failed: 503"))
-        if failed.kind is ReleaseKind.ROLLBACK or failed.previous_sha is None:
-            self.finished_unhealthy(failed)
+        if current.kind is ReleaseKind.ROLLBACK or current.previous_sha is None:
+            self.finished_unhealthy(
+                self.apply(current, rel.MarkFailed(reason="health check failed: 503"))
+            )
         else:
-            self.write(self.apply(failed, rel.StartRollback()))
+            self.write(self.apply(current, rel.StartRollback(reason="health check failed: 503")))
 
     def finished_unhealthy(self, done: Release) -> None:
         """bot.deploys.DeployRunner._after_failure."""
