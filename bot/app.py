@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -24,7 +24,11 @@ from bot.slackapi import SlackGateway
 from bot.store import Store
 from bot.web import create_bolt_app, create_web_app
 from bot.worker import Worker
+from handlers.github import github_webhook
 from handlers.slack import Deps
+
+#: how often `web` refreshes its view of each environment (it stays correct without)
+WARM_EVERY = 2.0
 
 
 def connect_redis(url: str) -> Redis:
@@ -47,8 +51,13 @@ class WebServer:
     runner: web.AppRunner
     port: int
     backends: Backends | None = None
+    warming: asyncio.Task[None] | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self) -> None:
+        self.stopping.set()
+        if self.warming is not None:
+            await self.warming
         await self.runner.cleanup()
         if self.backends is not None:
             await self.backends.close()
@@ -63,17 +72,28 @@ async def start_web(
     host: str,
     port: int,
     clock: Callable[[], float] = time.time,
+    github_webhook_secret: str | None = None,
 ) -> WebServer:
     await store.ensure_group()
     # web only asks backends whether an image exists (a quick local call), never deploys
     backends = build_backends(config)
     check = backends.check_artifact if backends.checks_artifacts else None
+    # web decides on remembered state when it can: one Redis round trip per intent
+    cached = Store(store.redis, store.keys, cache=True)
     bolt = create_bolt_app(
         client=client,
         signing_secret=signing_secret,
-        deps=Deps(store, config, clock, check_artifact=check),
+        deps=Deps(cached, config, clock, check_artifact=check),
     )
-    runner = web.AppRunner(create_web_app(bolt, store), access_log=None)
+    github = github_webhook(
+        store,
+        secret=github_webhook_secret,
+        branch=config.repo.branch,
+        # any environment routes the write (all keys share one hash slot)
+        env=next(iter(config.environments), "default"),
+        clock=clock,
+    )
+    runner = web.AppRunner(create_web_app(bolt, store, github=github), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -81,7 +101,11 @@ async def start_web(
     for address in runner.addresses:
         bound = int(address[1])
         break
-    return WebServer(runner, bound, backends)
+    server = WebServer(runner, bound, backends)
+    server.warming = asyncio.create_task(
+        cached.keep_warm(list(config.environments), every=WARM_EVERY, stop=server.stopping)
+    )
+    return server
 
 
 def build_worker(

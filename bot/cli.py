@@ -37,6 +37,7 @@ async def _web(settings: Settings, config: Config) -> None:
         signing_secret=settings.slack_signing_secret,
         host=settings.host,
         port=settings.port,
+        github_webhook_secret=settings.github_webhook_secret,
     )
     log.info("web listening on %s:%s", settings.host, server.port)
     try:

@@ -34,6 +34,8 @@ class LocalStack:
     redis: Redis
     store: Store
     web: WebServer | None = None
+    #: set to accept signed GitHub webhooks at POST /github/webhook (None: 404, keep polling)
+    github_webhook_secret: str | None = None
     workers: list[RunningWorker] = field(default_factory=list)
 
     @property
@@ -49,6 +51,7 @@ class LocalStack:
             signing_secret=self.emulator.signing_secret,
             host="127.0.0.1",
             port=0,
+            github_webhook_secret=self.github_webhook_secret,
         )
         self.emulator.request_url = f"http://127.0.0.1:{self.web.port}/slack/events"
         return self.web
@@ -99,9 +102,14 @@ async def start_stack(
     *,
     workers: int = 1,
     namespace: str = "default",
+    github_webhook_secret: str | None = None,
 ) -> LocalStack:
     stack = LocalStack(
-        config=config, emulator=emulator, redis=redis, store=make_store(redis, namespace)
+        config=config,
+        emulator=emulator,
+        redis=redis,
+        store=make_store(redis, namespace),
+        github_webhook_secret=github_webhook_secret,
     )
     await stack.start_web()
     for _ in range(workers):

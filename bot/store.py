@@ -10,12 +10,15 @@ release can never be approved twice, deployed twice or half-applied.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.keys import DEDUPE_TTL_SECONDS, JOBS_GROUP, JOBS_MAXLEN, Keys
 from domain.codec import env_from_doc, env_to_doc, release_from_doc, release_to_doc
@@ -25,54 +28,79 @@ T = TypeVar("T")
 
 MAX_ATTEMPTS = 50
 
-_READ = """
-local prefix = ARGV[1]
-local env = ARGV[2]
-local from_msg = false
-if ARGV[3] ~= '' then
-  local hit = redis.call('GET', prefix .. 'msg:' .. ARGV[3])
-  if not hit then return {false, false} end
-  local slash = string.find(hit, '/', 1, true)
-  env = string.sub(hit, 1, slash - 1)
-  from_msg = string.sub(hit, slash + 1)
-end
-local out = {}
-local env_raw = redis.call('GET', prefix .. 'env:' .. env)
-out[1] = env_raw or false
-out[2] = from_msg
-local ids = {}
-if from_msg then ids[#ids + 1] = from_msg end
-for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
-if env_raw then
-  local doc = cjson.decode(env_raw)
-  for _, k in ipairs({'active_release', 'batch_release', 'live_release'}) do
-    if doc[k] and doc[k] ~= cjson.null then ids[#ids + 1] = doc[k] end
+# Reads an environment with its active and batch releases (plus a message's release and any
+# extra ids). Shared by both scripts: a refused write answers with fresh state at once.
+_READ_FUNCTION = """
+local function read_snapshot(prefix, env, msg, extras)
+  local from_msg = false
+  if msg ~= '' then
+    local hit = redis.call('GET', prefix .. 'msg:' .. msg)
+    if not hit then return {false, false} end
+    local slash = string.find(hit, '/', 1, true)
+    env = string.sub(hit, 1, slash - 1)
+    from_msg = string.sub(hit, slash + 1)
   end
-end
-local seen = {}
-for _, id in ipairs(ids) do
-  if not seen[id] then
-    seen[id] = true
-    local raw = redis.call('GET', prefix .. 'release:' .. id)
-    if raw then
-      out[#out + 1] = id
-      out[#out + 1] = raw
+  local out = {}
+  local env_raw = redis.call('GET', prefix .. 'env:' .. env)
+  out[1] = env_raw or false
+  out[2] = from_msg
+  local ids = {}
+  if from_msg then ids[#ids + 1] = from_msg end
+  for _, id in ipairs(extras) do ids[#ids + 1] = id end
+  if env_raw then
+    local doc = cjson.decode(env_raw)
+    for _, k in ipairs({'active_release', 'batch_release'}) do
+      if doc[k] and doc[k] ~= cjson.null then ids[#ids + 1] = doc[k] end
     end
   end
+  local seen = {}
+  for _, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      local raw = redis.call('GET', prefix .. 'release:' .. id)
+      if raw then
+        out[#out + 1] = id
+        out[#out + 1] = raw
+      end
+    end
+  end
+  return out
 end
-return out
 """
 
-_WRITE = """
+_READ = (
+    _READ_FUNCTION
+    + """
+local extras = {}
+for i = 4, #ARGV do extras[#extras + 1] = ARGV[i] end
+return read_snapshot(ARGV[1], ARGV[2], ARGV[3], extras)
+"""
+)
+
+# Writes documents only if every document the decision read (``checks``) and every one
+# it replaces (``docs``) still has the version the decision saw.
+_WRITE = (
+    _READ_FUNCTION
+    + """
 local p = cjson.decode(ARGV[1])
 local function version(key)
   local raw = redis.call('GET', key)
   if not raw then return 0 end
   return tonumber(string.match(raw, '^{"version": (%d+)'))
 end
-if p.dedupe ~= cjson.null and redis.call('EXISTS', p.dedupe) == 1 then return 'duplicate' end
+if p.dedupe ~= cjson.null and redis.call('EXISTS', p.dedupe) == 1 then return {'duplicate'} end
+local stale = false
+for _, c in ipairs(p.checks) do
+  if version(c[1]) ~= c[2] then stale = true end
+end
 for _, w in ipairs(p.docs) do
-  if version(w[1]) ~= w[2] then return 'conflict' end
+  if version(w[1]) ~= w[2] then stale = true end
+end
+if stale then
+  local fresh = read_snapshot(p.read[1], p.read[2], p.read[3], p.read[4])
+  local reply = {'conflict'}
+  for i = 1, #fresh do reply[#reply + 1] = fresh[i] end
+  return reply
 end
 for _, w in ipairs(p.docs) do redis.call('SET', w[1], w[3]) end
 for _, kv in ipairs(p.index) do redis.call('SET', kv[1], kv[2]) end
@@ -80,8 +108,9 @@ for _, job in ipairs(p.jobs) do
   redis.call('XADD', p.stream, 'MAXLEN', '~', p.maxlen, '*', unpack(job))
 end
 if p.dedupe ~= cjson.null then redis.call('SET', p.dedupe, '1', 'EX', p.ttl) end
-return 'ok'
+return {'ok'}
 """
+)
 
 
 class Conflict(Exception):
@@ -142,11 +171,21 @@ def render_job(release_id: str) -> Job:
 
 
 class Store:
-    def __init__(self, redis: Redis, keys: Keys | None = None) -> None:
+    """Optimistic transactions over Redis.
+
+    With ``cache=True`` (the `web` process) the store remembers the last snapshot of each
+    environment and decides on it directly: the write then checks, in the same round trip,
+    that nothing the decision read has changed, and a refused write comes back with the
+    fresh state to decide on again. A warm cache makes an intent one round trip instead of
+    two, and a stale one costs nothing extra. Correctness never depends on the cache.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys | None = None, *, cache: bool = False) -> None:
         self.redis = redis
         self.keys = keys or Keys()
         self._read = redis.register_script(_READ)
         self._write = redis.register_script(_WRITE)
+        self._cache: _SnapshotCache | None = _SnapshotCache() if cache else None
 
     async def snapshot(
         self,
@@ -160,19 +199,26 @@ class Store:
         raw: list[Any] = await self._read(
             keys=[self.keys.env(env or "_")], args=[self.keys.prefix, env, msg, *extra]
         )
+        return self._parse(raw, env, message)
+
+    def _parse(
+        self, raw: Sequence[Any], env: str, message: tuple[str, str] | None
+    ) -> Snapshot | None:
         if message and not raw[1]:
             return None
         env_raw, from_msg = raw[0], raw[1]
         releases: dict[str, Release] = {}
         for i in range(2, len(raw), 2):
-            rid = _text(raw[i])
-            releases[rid] = release_from_doc(json.loads(raw[i + 1]))
+            releases[_text(raw[i])] = release_from_doc(json.loads(raw[i + 1]))
         if env_raw:
             state = env_from_doc(json.loads(env_raw))
         else:
             name = env or next(iter(releases.values())).env
             state = EnvState(name=name)
-        return Snapshot(env=state, releases=releases, message_release=_text(from_msg) or None)
+        snap = Snapshot(env=state, releases=releases, message_release=_text(from_msg) or None)
+        if self._cache is not None:
+            self._cache.remember(snap, message)
+        return snap
 
     async def update(
         self,
@@ -183,53 +229,110 @@ class Store:
         message: tuple[str, str] | None = None,
         dedupe: str | None = None,
     ) -> T:
-        """Read, decide, write; decide again whenever someone else wrote in between.
+        """Decide on the latest state and write the decision atomically.
 
-        ``decide`` must be pure: it may run several times. Raises Duplicate when the
-        ``dedupe`` key was already recorded (the effect happened before).
+        ``decide`` must be pure: it may run several times. A DomainError it raises is the
+        answer only once it was raised on state known to be current. Raises Duplicate
+        when the ``dedupe`` key was already recorded (the effect happened before).
         """
+        snap = self._cache.lookup(env, extra, message) if self._cache is not None else None
+        fresh = snap is None
         for _ in range(MAX_ATTEMPTS):
-            snap = await self.snapshot(env, extra=extra, message=message)
             if snap is None:
-                return decide(Snapshot(env=EnvState(name=env), releases={}))[1]
-            write, result = decide(snap)
-            if write is None and dedupe is None:
+                snap = await self.snapshot(env, extra=extra, message=message)
+                fresh = True
+                if snap is None:
+                    return decide(Snapshot(env=EnvState(name=env), releases={}))[1]
+            try:
+                write, result = decide(snap)
+            except Exception:
+                if fresh:
+                    raise
+                # refused on remembered state: confirm the state in one round trip
+                outcome, snap = await self._commit(snap, Write(), None, env, extra, message)
+                fresh = True
+                if outcome == "ok":
+                    raise
+                continue
+            if write is None and dedupe is None and fresh:
                 return result
-            outcome = await self._commit(snap, write or Write(), dedupe)
+            outcome, after = await self._commit(snap, write or Write(), dedupe, env, extra, message)
             if outcome == "ok":
                 return result
             if outcome == "duplicate":
                 raise Duplicate(dedupe)
+            snap, fresh = after, True
         raise Conflict(f"gave up after {MAX_ATTEMPTS} concurrent updates of {env}")
 
-    async def _commit(self, snap: Snapshot, write: Write, dedupe: str | None) -> str:
+    async def _commit(
+        self,
+        snap: Snapshot,
+        write: Write,
+        dedupe: str | None,
+        env: str,
+        extra: Sequence[str],
+        message: tuple[str, str] | None,
+    ) -> tuple[str, Snapshot | None]:
+        """Write if nothing ``snap`` holds has changed: ("ok" | "duplicate" | "conflict", fresh state)."""
         docs: list[list[Any]] = []
         index: list[list[str]] = []
         jobs = list(write.jobs)
+        written_env: EnvState | None = None
+        written: list[Release] = []
         if write.env is not None:
             expected = snap.env.version
-            env_doc = env_to_doc(replace(write.env, version=expected + 1))
-            docs.append([self.keys.env(write.env.name), expected, json.dumps(env_doc)])
+            written_env = replace(write.env, version=expected + 1)
+            docs.append(
+                [self.keys.env(write.env.name), expected, json.dumps(env_to_doc(written_env))]
+            )
         for release in write.releases:
             before = snap.releases.get(release.id)
             expected = before.version if before else 0
-            doc = release_to_doc(replace(release, version=expected + 1))
-            docs.append([self.keys.release(release.id), expected, json.dumps(doc)])
+            new = replace(release, version=expected + 1)
+            written.append(new)
+            docs.append([self.keys.release(release.id), expected, json.dumps(release_to_doc(new))])
             jobs.append(render_job(release.id))
         for channel, ts, rid in write.messages:
             env_name = next((r.env for r in write.releases if r.id == rid), snap.env.name)
             index.append([self.keys.message(channel, ts), f"{env_name}/{rid}"])
+        checks = [[self.keys.env(snap.env.name), snap.env.version]]
+        checks += [[self.keys.release(r.id), r.version] for r in snap.releases.values()]
+        msg = self.keys.message_suffix(*message) if message else ""
         payload = {
             "docs": docs,
+            "checks": checks,
             "index": index,
             "jobs": [job.flat() for job in jobs],
             "stream": self.keys.jobs,
             "maxlen": JOBS_MAXLEN,
             "dedupe": dedupe,
             "ttl": DEDUPE_TTL_SECONDS,
+            "read": [self.keys.prefix, env or snap.env.name, msg, list(extra)],
         }
-        result = await self._write(keys=[self.keys.env(snap.env.name)], args=[json.dumps(payload)])
-        return _text(result)
+        reply: list[Any] = await self._write(
+            keys=[self.keys.env(snap.env.name)], args=[json.dumps(payload)]
+        )
+        outcome = _text(reply[0])
+        if outcome == "conflict":
+            return outcome, self._parse(reply[1:], env, message)
+        if outcome == "ok" and self._cache is not None:
+            self._cache.written(snap, written_env, written, write.messages)
+        return outcome, None
+
+    async def keep_warm(self, envs: Sequence[str], *, every: float, stop: asyncio.Event) -> None:
+        """Re-read each environment about every ``every`` seconds, one at a time, so a
+        cached store usually decides in one round trip. Errors only cost the warmth."""
+        if not envs:
+            return
+        pause = every / len(envs)
+        while not stop.is_set():
+            for env in envs:
+                with contextlib.suppress(RedisError):
+                    await self.snapshot(env)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=pause)
+                if stop.is_set():
+                    return
 
     async def release(self, release_id: str) -> Release | None:
         raw = await self.redis.get(self.keys.release(release_id))
@@ -257,6 +360,61 @@ class Store:
         except Exception as err:  # redis raises ResponseError BUSYGROUP when it exists
             if "BUSYGROUP" not in str(err):
                 raise
+
+
+class _SnapshotCache:
+    """The last known state per environment, for the `web` process's one-round-trip path."""
+
+    MAX_RELEASES = 16
+    MAX_MESSAGES = 2048
+
+    def __init__(self) -> None:
+        self._envs: dict[str, Snapshot] = {}
+        self._messages: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def lookup(
+        self, env: str, extra: Sequence[str], message: tuple[str, str] | None
+    ) -> Snapshot | None:
+        release_id = None
+        if message is not None:
+            hit = self._messages.get(message)
+            if hit is None:
+                return None
+            env, release_id = hit
+        snap = self._envs.get(env)
+        if snap is None or any(
+            rid not in snap.releases for rid in (*extra, *([release_id] if release_id else []))
+        ):
+            return None
+        return replace(snap, message_release=release_id)
+
+    def remember(self, snap: Snapshot, message: tuple[str, str] | None) -> None:
+        self._envs[snap.env.name] = replace(snap, message_release=None)
+        if message is not None and snap.message_release:
+            self._index(message, snap.env.name, snap.message_release)
+
+    def written(
+        self,
+        snap: Snapshot,
+        env: EnvState | None,
+        releases: Sequence[Release],
+        messages: Sequence[tuple[str, str, str]],
+    ) -> None:
+        merged = dict(snap.releases)
+        for release in releases:
+            merged.pop(release.id, None)
+            merged[release.id] = release
+        while len(merged) > self.MAX_RELEASES:
+            merged.pop(next(iter(merged)))
+        new_env = env or snap.env
+        self._envs[new_env.name] = Snapshot(env=new_env, releases=merged)
+        for channel, ts, rid in messages:
+            self._index((channel, ts), new_env.name, rid)
+
+    def _index(self, message: tuple[str, str], env: str, release_id: str) -> None:
+        self._messages[message] = (env, release_id)
+        if len(self._messages) > self.MAX_MESSAGES:
+            self._messages.pop(next(iter(self._messages)))
 
 
 def _pairs(flat: list[str]) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
@@ -13,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.keys import JOBS_GROUP
 from bot.store import Store
+from handlers.github import GITHUB_PATH
 from handlers.slack import Deps, register
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,9 @@ def create_bolt_app(*, client: AsyncWebClient, signing_secret: str, deps: Deps) 
     return app
 
 
-def create_web_app(bolt: AsyncApp, store: Store) -> web.Application:
+def create_web_app(
+    bolt: AsyncApp, store: Store, *, github: Handler | None = None
+) -> web.Application:
     async def slack_events(request: web.Request) -> web.Response:
         bolt_request = await to_bolt_request(request)
         return await to_aiohttp_response(await bolt.async_dispatch(bolt_request))
@@ -45,6 +49,8 @@ def create_web_app(bolt: AsyncApp, store: Store) -> web.Application:
 
     app = web.Application()
     app.router.add_post(SLACK_PATH, slack_events)
+    if github is not None:
+        app.router.add_post(GITHUB_PATH, github)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

@@ -283,7 +283,9 @@ def _approval_text(release: Release, options: RenderOptions) -> str:
         given = approvals.stand_in_given(release)
         mark = ":white_check_mark:" if given else ":hourglass_flowing_sand:"
         n = len(release.unmapped)
-        marks.append(f"{mark} {n} author{'s' if n != 1 else ''} without Slack (a stand-in approves)")
+        marks.append(
+            f"{mark} {n} author{'s' if n != 1 else ''} without Slack (a stand-in approves)"
+        )
     if len(marks) > MAX_LISTED_PEOPLE:
         waiting = sum(1 for m in marks[MAX_LISTED_PEOPLE:] if m.startswith(":hourglass"))
         rest = len(marks) - MAX_LISTED_PEOPLE

@@ -11,4 +11,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 command -v git >/dev/null 2>&1 || { echo "scripts/bench.sh: git is not installed" >&2; exit 2; }
 scripts/venv.sh
-exec .venv/bin/python -m bench.ack "$@"
+# arguments before a "--" go to bench.ack, those after it to bench.rollback (needs Docker + swarm)
+ack_args=() rollback_args=() split=0
+for arg in "$@"; do
+  if [ "$split" -eq 0 ] && [ "$arg" = "--" ]; then split=1
+  elif [ "$split" -eq 0 ]; then ack_args+=("$arg")
+  else rollback_args+=("$arg"); fi
+done
+status=0
+.venv/bin/python -m bench.ack "${ack_args[@]}" || status=$?
+[ "$status" -ne 130 ] || exit 130  # interrupted: do not start the next benchmark
+.venv/bin/python -m bench.rollback "${rollback_args[@]}" || { rc=$?; [ "$status" -ne 0 ] || status=$rc; }
+exit "$status"

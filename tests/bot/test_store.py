@@ -86,8 +86,11 @@ async def test_a_stale_write_is_refused_and_decided_again(store: Store) -> None:
     snap = await store.snapshot("sandbox")
     assert snap is not None
     await store.update("sandbox", slow)  # bumps the version
-    outcome = await store._commit(snap, Write(releases=[replace(batch, reason="stale")]), None)
+    outcome, fresh = await store._commit(
+        snap, Write(releases=[replace(batch, reason="stale")]), None, "sandbox", (), None
+    )
     assert outcome == "conflict"
+    assert fresh is not None and fresh.get(batch.id) is not None
     current = await store.release(batch.id)
     assert current is not None and current.reason == "try 1"
 
@@ -193,3 +196,67 @@ async def test_state_survives_a_redis_crash(store: Store, redis_server: object) 
     await store.redis.connection_pool.disconnect()
     frozen = await store.release(batch.id)
     assert frozen is not None and frozen.state is ReleaseState.AWAITING_APPROVAL
+
+
+class _Counting:
+    """Counts script calls, to see how many round trips an update took."""
+
+    def __init__(self, store: Store) -> None:
+        self.reads = self.writes = 0
+        read, write = store._read, store._write
+
+        async def counted_read(*args: object, **kwargs: object) -> object:
+            self.reads += 1
+            return await read(*args, **kwargs)  # type: ignore[arg-type]
+
+        async def counted_write(*args: object, **kwargs: object) -> object:
+            self.writes += 1
+            return await write(*args, **kwargs)  # type: ignore[arg-type]
+
+        store._read = counted_read  # type: ignore[assignment]
+        store._write = counted_write  # type: ignore[assignment]
+
+
+async def test_cached_store_decides_in_one_round_trip(redis: Redis) -> None:
+    """With a warm cache an intent is one script call; the result is the same."""
+    plain = Store(redis, Keys("test"))
+    await _seed_batch(plain)
+    cached = Store(redis, Keys("test"), cache=True)
+    assert await cached.snapshot("sandbox") is not None  # warms the cache
+    calls = _Counting(cached)
+    frozen = await cached.update("sandbox", _freeze("U0ALICE"))
+    assert (calls.reads, calls.writes) == (0, 1)
+    assert frozen.state is ReleaseState.AWAITING_APPROVAL
+    assert (await plain.env("sandbox")).active_release == frozen.id
+
+
+async def test_stale_cache_is_corrected_without_an_extra_read(redis: Redis) -> None:
+    """Another writer changed the state: the refused write brings fresh state, and the decision is redone."""
+    plain = Store(redis, Keys("test"))
+    await _seed_batch(plain)
+    cached = Store(redis, Keys("test"), cache=True)
+    await cached.snapshot("sandbox")
+    await plain.update("sandbox", _freeze("U0BOB"))  # behind the cache's back
+    calls = _Counting(cached)
+    with pytest.raises(ReleaseInProgress):
+        await cached.update("sandbox", _freeze("U0ALICE"))
+    assert (calls.reads, calls.writes) == (0, 1)
+
+
+async def test_refusal_on_remembered_state_is_confirmed_first(redis: Redis) -> None:
+    """A refusal decided on stale state is never the answer: the fresh state lets the release through."""
+    plain = Store(redis, Keys("test"))
+    await _seed_batch(plain)
+    cached = Store(redis, Keys("test"), cache=True)
+    first = await cached.update("sandbox", _freeze("U0ALICE"))
+
+    def cancel(snap: Snapshot) -> tuple[Write, None]:
+        current = snap.get(first.id)
+        assert current is not None
+        change = environment.cancel(snap.env, current, by="U0ALICE", at=3.0)
+        return Write(env=change.env, releases=change.releases), None
+
+    await plain.update("sandbox", cancel, extra=[first.id])  # the cache still sees it active
+    await _seed_batch(plain)
+    second = await cached.update("sandbox", _freeze("U0BOB"))
+    assert second.id != first.id and second.state is ReleaseState.AWAITING_APPROVAL

@@ -14,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 
+from bot.demoimage import ImageKind
 from deployer.base import (
     ArtifactMissing,
     Backend,
@@ -27,7 +28,7 @@ from deployer.dockerapi import DockerApi, DockerNotFound, DockerUnreachable
 from deployer.testing import RecordingReporter
 from domain.models import StepStatus
 from tests.conftest import free_port
-from tests.dockerkit import DockerKit, ImageKind
+from tests.dockerkit import DockerKit
 
 ENV = "staging"
 

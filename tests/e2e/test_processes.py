@@ -62,10 +62,15 @@ async def test_web_and_worker_processes_release_from_env_config(
         # the worker polls on start; the batch appears without any trigger
         batch = await emulator.wait_for(
             lambda: next(
-                (m for m in emulator.messages(CHANNEL) if "Fix rounding" in rendered(m)), None
+                (
+                    m
+                    for m in emulator.messages(CHANNEL)
+                    if "Next release to `staging`" in rendered(m) and "Fix rounding" in rendered(m)
+                ),
+                None,
             ),
             timeout=20,
-            what="the batch posted by the worker process",
+            what="the staging batch posted by the worker process",
         )
         assert batch is not None
         answer = await emulator.slash_command(ALICE, CHANNEL, "/release", "staging")
