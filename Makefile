@@ -1,4 +1,4 @@
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test chaos lint bench venv clean
 
 venv:
 	@scripts/venv.sh
@@ -8,6 +8,10 @@ demo: venv
 
 test:
 	scripts/test.sh -q
+
+# the fault-injection tests alone (kill -9, SIGSTOP, Redis crashes, bursts); `make test` runs them too
+chaos: venv
+	scripts/test.sh -q -m chaos
 
 lint: venv
 	.venv/bin/ruff check .

@@ -98,6 +98,10 @@ STEP_TIMEOUT = 120.0
 STOP_SECONDS = 1
 CLI_TIMEOUT = 60.0
 _SETTLED_UPDATE = frozenset({"completed", "rollback_completed"})
+#: set on Ctrl-C / SIGTERM: waits running in threads give up at once
+_ABORT = threading.Event()
+#: every World made, so main() can remove their Docker objects if the loop itself died
+_WORLDS: list[World] = []
 _FAILED_UPDATE = frozenset({"paused", "rollback_paused"})
 
 CONFIG = """\
@@ -213,7 +217,7 @@ class VersionWatch:
 
     def _run(self) -> None:
         deadline = time.perf_counter() + self.timeout
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not _ABORT.is_set():
             seen = http_version(self.port)
             now = time.perf_counter_ns()
             self.polls += 1
@@ -243,6 +247,8 @@ class VersionWatch:
 def wait_sync(check: Callable[[], bool], *, within: float, what: str, every: float = 0.01) -> None:
     deadline = time.monotonic() + within
     while not check():
+        if _ABORT.is_set():
+            raise BenchError(f"interrupted while waiting for {what}")
         if time.monotonic() >= deadline:
             raise BenchError(f"timed out after {within:.0f}s waiting for {what}")
         time.sleep(every)
@@ -428,6 +434,7 @@ class World:
     redis: Redis | None = None
     stack: LocalStack | None = None
     events: EventLog | None = None
+    closed: bool = False
 
     @property
     def api(self) -> Any:
@@ -451,10 +458,17 @@ class World:
                 await self.redis.aclose()
         if self.events is not None:
             self.events.close()
-        await asyncio.to_thread(self.kit.cleanup)
+        await asyncio.to_thread(self.remove_docker_objects)
+
+    def remove_docker_objects(self) -> None:
+        if self.closed:
+            return
+        self.kit.cleanup()
+        self.closed = True
         # cleanup() removes services without waiting for their tasks; leave nothing behind
         with contextlib.suppress(BenchError):
-            await asyncio.to_thread(wait_free, self.swarm_port, 30)
+            if not _ABORT.is_set():
+                wait_free(self.swarm_port, 30)
         self.client.close()
 
 
@@ -955,7 +969,7 @@ def _marks_line(label: str, runs: Sequence[Run], columns: Sequence[str]) -> str:
         values = [r.marks[column] for r in runs if column in r.marks]
         if column == "answers":
             values = [r.total_ns / 1e6 for r in runs]
-        cells.append(f"{statistics.median(values):>10.1f}" if values else f"{'-':>10}")
+        cells.append(f"{statistics.median(values):>11.1f}" if values else f"{'-':>11}")
     return f"  {label:<38}" + "".join(cells)
 
 
@@ -988,7 +1002,7 @@ def _breakdown(results: Results) -> None:
     for columns, rows in tables:
         if not any(results.runs.get(key) for key, _ in rows):
             continue
-        print(f"  {'':<38}" + "".join(f"{c:>10}" for c in columns))
+        print(f"  {'':<38}" + "".join(f"{c:>11}" for c in columns))
         for key, label in rows:
             runs = results.runs.get(key, [])
             if runs:
@@ -1124,6 +1138,17 @@ async def run(opts: argparse.Namespace, workdir: Path, redis_server: RedisServer
         bare_service=kit.name("bare-svc"),
         redis_url=redis_server.url,
     )
+    _WORLDS.append(world)
+    # SIGTERM cancels this task like Ctrl-C does (asyncio.run), so the finally below runs
+    # with the loop alive; threads waiting on Docker or the port see _ABORT and give up
+    main_task = asyncio.current_task()
+    assert main_task is not None
+
+    def abort() -> None:
+        _ABORT.set()
+        main_task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, abort)
     tracer = Tracer() if opts.trace else None
     if tracer is not None:
         # before the worker exists: it binds its job handlers when it is built
@@ -1163,6 +1188,8 @@ async def run(opts: argparse.Namespace, workdir: Path, redis_server: RedisServer
     finally:
         if tracer is not None:
             tracer.uninstall()
+        if main_task.cancelling():
+            _ABORT.set()  # Ctrl-C (asyncio.run cancels this task) or SIGTERM
         print("cleaning up containers, services and images ...", flush=True)
         await world.close()
 
@@ -1214,10 +1241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as err:
         print(f"bench.rollback: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench.rollback: interrupted", file=sys.stderr)
         return 130
     finally:
+        _ABORT.set()
+        for world in _WORLDS:  # normally done already, in run()'s finally
+            with contextlib.suppress(Exception):
+                world.remove_docker_objects()
         kill_leftovers()
         redis_server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

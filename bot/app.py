@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.backends import Backends, build_backends
@@ -21,6 +24,7 @@ from bot.locks import DeployLocks
 from bot.people import PeopleDirectory
 from bot.renderer import Renderer
 from bot.slackapi import SlackGateway
+from bot.socketmode import SocketMode, start_socket_mode
 from bot.store import Store
 from bot.web import create_bolt_app, create_web_app
 from bot.worker import Worker
@@ -32,13 +36,22 @@ WARM_EVERY = 2.0
 
 
 def connect_redis(url: str) -> Redis:
-    # short timeouts: a web request must answer Slack within 3 s even when Redis is gone
+    # short timeouts: a web request must answer Slack within 3 s even when Redis is gone.
+    # After Redis restarts, every pooled connection is dead and would fail its next command
+    # once (a job then waits for reclaim, a command answers "unreachable"); a connection
+    # error is retried on a fresh connection at once. Timeouts are not retried: a hung
+    # Redis must not stretch a Slack answer past 3 s.
     return Redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=1.0,
         socket_timeout=2.0,
         health_check_interval=15,
+        retry=Retry(
+            ExponentialBackoff(cap=0.1, base=0.05),
+            retries=2,
+            supported_errors=(RedisConnectionError,),
+        ),
     )
 
 
@@ -53,9 +66,13 @@ class WebServer:
     backends: Backends | None = None
     warming: asyncio.Task[None] | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the Socket Mode connection, when `web` runs with an app-level token
+    socket: SocketMode | None = None
 
     async def stop(self) -> None:
         self.stopping.set()
+        if self.socket is not None:
+            await self.socket.stop()
         if self.warming is not None:
             await self.warming
         await self.runner.cleanup()
@@ -73,7 +90,10 @@ async def start_web(
     port: int,
     clock: Callable[[], float] = time.time,
     github_webhook_secret: str | None = None,
+    app_token: str | None = None,
 ) -> WebServer:
+    """HTTP mode, or Socket Mode when ``app_token`` (``xapp-…``) is given; either way the
+    HTTP server on ``port`` serves /healthz, /metrics and /github/webhook."""
     await store.ensure_group()
     # web only asks backends whether an image exists (a quick local call), never deploys
     backends = build_backends(config)
@@ -93,7 +113,9 @@ async def start_web(
         env=next(iter(config.environments), "default"),
         clock=clock,
     )
-    runner = web.AppRunner(create_web_app(bolt, store, github=github), access_log=None)
+    # without a signing secret (Socket Mode) bolt could not verify requests to /slack/events
+    web_app = create_web_app(bolt, store, github=github, serve_slack_events=bool(signing_secret))
+    runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -102,6 +124,12 @@ async def start_web(
         bound = int(address[1])
         break
     server = WebServer(runner, bound, backends)
+    if app_token is not None:
+        try:
+            server.socket = await start_socket_mode(bolt, app_token)
+        except BaseException:
+            await server.stop()
+            raise
     server.warming = asyncio.create_task(
         cached.keep_warm(list(config.environments), every=WARM_EVERY, stop=server.stopping)
     )
@@ -116,7 +144,11 @@ def build_worker(
     name: str | None = None,
     reclaim_idle: float = 30.0,
     lock_ttl: float = 30.0,
+    max_deliveries: int = 5,
 ) -> Worker:
+    """``lock_ttl``: the deploy lock's lifetime (renewed while a deploy runs);
+    ``reclaim_idle``: how long a job may sit unclaimed before another worker takes it;
+    ``max_deliveries``: tries before a job goes to the dead-letter stream."""
     gateway = SlackGateway(client)
     mirror = GitMirror(config.repo.url, config.repo.branch, config.state_dir / "mirror.git")
     people = PeopleDirectory(config.people, store.redis, store.keys, gateway)
@@ -138,6 +170,7 @@ def build_worker(
         deploys=deploys,
         name=name,
         reclaim_idle=reclaim_idle,
+        max_deliveries=max_deliveries,
         on_stop=backends.close,
     )
 

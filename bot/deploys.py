@@ -2,18 +2,23 @@
 
 There is one path for releases, manual rollbacks and automatic rollbacks: deploy a sha
 through the environment's backend, then check its health. Every state change is fenced
-by the deploy lock, so a worker that lost its lock cannot mark anything live.
+by the deploy lock, so a worker that lost its lock cannot mark anything live, and a
+worker that finds its lease gone (it was paused, or cut off from Redis, for longer than
+the lease lives) stops its own deploy at once. A worker that died mid-deploy leaves the
+release to the next one that holds the lock: a deploy starts over, a rollback resumes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.locks import DeployLocks, Lease
+from bot.locks import DeployLocks, Lease, LockLost
 from bot.renderer import Renderer
 from bot.slackapi import SlackGateway
 from bot.store import Job, Snapshot, Store, Write
@@ -40,6 +45,35 @@ S = ReleaseState
 
 class Fenced(ShipmateError):
     """This worker's deploy lock was taken over; it must stop touching the release."""
+
+
+#: states in which a deploy job still has work to do (the last three: its worker stopped)
+_RUNNABLE = frozenset({S.APPROVED, S.DEPLOYING, S.VERIFYING, S.ROLLING_BACK})
+
+
+async def _unless_lost(work: Coroutine[Any, Any, None], lost: asyncio.Event) -> None:
+    """Run ``work``; cancel it and raise LockLost if ``lost`` is set first.
+
+    Cancelling a shell deploy kills its process group, so a worker whose lease ran out
+    while it was paused stops its deploy as soon as it runs again.
+    """
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled: the worker is stopping
+        task.cancel()
+        watch.cancel()
+        await asyncio.gather(task, watch, return_exceptions=True)
+        raise
+    watch.cancel()
+    await asyncio.gather(watch, return_exceptions=True)
+    if task.done():
+        task.result()  # its outcome, even if the lease ran out just as it finished
+        return
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise LockLost("the deploy lock expired before the deploy finished")
 
 
 #: how long a backend's own health signal (an image HEALTHCHECK) may take when none is configured
@@ -73,6 +107,33 @@ class ThreadReporter(Reporter):
         await self.runner.thread(self.release, text)
 
 
+class _Thread:
+    """One release's thread during a deploy: lines are posted in order, after the message."""
+
+    def __init__(self, runner: DeployRunner, release_id: str) -> None:
+        self._runner = runner
+        self._release_id = release_id
+        self._posted = asyncio.ensure_future(runner.renderer.ensure_posted(release_id))
+        self._last: asyncio.Future[None] | None = None
+
+    def say(self, text: str) -> None:
+        self._last = asyncio.ensure_future(self._send(self._last, text))
+
+    async def _send(self, previous: asyncio.Future[None] | None, text: str) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        with contextlib.suppress(Exception):
+            await self._posted
+        await self._runner._post_in_thread(self._release_id, text)
+
+    async def flush(self) -> None:
+        for pending in (self._posted, self._last):
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
+
+
 class DeployRunner:
     def __init__(
         self,
@@ -92,24 +153,35 @@ class DeployRunner:
         self.environments = environments
         self.clock = clock
         self.lock_wait = lock_wait
+        self._threads: dict[str, _Thread] = {}
 
     async def run(self, release_id: str) -> None:
+        """Deploy ``release_id`` if it still needs it.
+
+        Raises LockLost when the lease ran out under this worker (it stopped its deploy;
+        the job must stay pending so whoever holds the lock next finishes the release).
+        """
         release = await self.store.release(release_id)
-        if release is None or release.state not in (S.APPROVED, S.DEPLOYING, S.VERIFYING):
+        if release is None or release.state not in _RUNNABLE:
             return  # already done or never approved: a repeated job is a no-op
         lease = await self.locks.acquire(release.env, wait=self.lock_wait)
         if lease is None:
             raise TimeoutError(
                 f"deploy lock for {release.env} still held after {self.lock_wait:.0f}s"
             )
-        async with self.locks.kept_alive(lease):
+        async with self.locks.kept_alive(lease) as lost:
             claimed = await self._claim(release_id, lease)
             if claimed is None:
                 return
-            await self.renderer.ensure_posted(release_id)
-            claimed = await self.store.release(release_id) or claimed
+            log.info(
+                "release %s: %s %s under fence %d",
+                release_id,
+                "resuming the rollback to" if claimed.state is S.ROLLING_BACK else "deploying",
+                (claimed.previous_sha if claimed.state is S.ROLLING_BACK else claimed.head_sha),
+                lease.fence,
+            )
             try:
-                await self._deploy_and_verify(claimed, lease)
+                await _unless_lost(self._deploy_claimed(claimed, lease), lost)
             except Fenced:
                 log.warning(
                     "lost the deploy lock for %s; another worker owns release %s",
@@ -117,19 +189,58 @@ class DeployRunner:
                     release_id,
                 )
                 return
+            except LockLost:
+                log.warning(
+                    "the deploy lock for %s expired under this worker; stopped its deploy of %s",
+                    release.env,
+                    release_id,
+                )
+                raise
         await self.store.enqueue(Job("collect"))
 
+    async def _deploy_claimed(self, claimed: Release, lease: Lease) -> None:
+        # the message is posted alongside the deploy, not before it: an instant rollback
+        # must not wait for Slack (thread lines queue until the message exists)
+        if claimed.id not in self._threads:
+            self._threads[claimed.id] = _Thread(self, claimed.id)
+        try:
+            await self._deploy_current(claimed, lease)
+        finally:
+            await self._flush_thread(claimed.id)
+
+    async def _deploy_current(self, current: Release, lease: Lease) -> None:
+        if current.state is S.ROLLING_BACK:
+            await self.thread(
+                current,
+                ":warning: The worker rolling this release back stopped; rolling back again.",
+            )
+            await self._roll_back(current, lease, self.environments[current.env])
+        else:
+            await self._deploy_and_verify(current, lease)
+
     async def _claim(self, release_id: str, lease: Lease) -> Release | None:
-        """Move the release to deploying under this lease; None if someone else got it."""
+        """Move the release to deploying under this lease; None if someone else got it.
+
+        A release still deploying, verifying or rolling back has lost its worker: its
+        lease expired, or this worker could not hold the lock now.
+        """
         at = self.clock()
 
         def decide(snap: Snapshot) -> tuple[Write | None, Release | None]:
             current = snap.get(release_id)
             if current is None:
                 return None, None
+            if current.fence is not None and current.fence > lease.fence:
+                # a newer lease claimed it while this one waited or was paused: fences only grow
+                return None, None
+            if current.state is S.ROLLING_BACK:
+                # the previous sha must go back whatever happened to the worker doing it;
+                # the rollback goes on under this lease (the fence is who owns the deploy,
+                # not a state of the release)
+                resumed = replace(current, fence=lease.fence, updated_at=at)
+                return Write(releases=[resumed]), resumed
             if current.state in (S.DEPLOYING, S.VERIFYING):
-                # a worker died mid-deploy (its lock expired, so we hold it now): start over;
-                # deploys are idempotent
+                # a worker died mid-deploy: start over; deploys are idempotent
                 current = rel.apply(
                     current, rel.Retry(reason="the previous worker stopped; deploying again"), at=at
                 )
@@ -173,14 +284,41 @@ class DeployRunner:
 
         return await self.store.update(release.env, decide, extra=[release.id])
 
+    async def give_up(self, release_id: str, reason: str) -> None:
+        """A deploy job that kept failing: end its release as failed and free the environment,
+        instead of leaving it deploying (which would block every later release)."""
+        at = self.clock()
+
+        def decide(snap: Snapshot) -> tuple[Write | None, None]:
+            current = snap.get(release_id)
+            if current is None or current.is_terminal or current.state is S.COLLECTING:
+                return None, None
+            failed = rel.apply(current, rel.GiveUp(reason=reason), at=at)
+            return Write(env=self._after_failure(snap.env, failed), releases=[failed]), None
+
+        await self.store.update(self._env(release_id), decide, extra=[release_id])
+
     async def thread(self, release: Release, text: str) -> None:
-        current = await self.store.release(release.id)
+        """Queue a line for the release's thread; it goes out in order, in the background,
+        once the message exists, so a deploy never waits on Slack."""
+        thread = self._threads.get(release.id)
+        if thread is None:
+            thread = self._threads[release.id] = _Thread(self, release.id)
+        thread.say(text)
+
+    async def _post_in_thread(self, release_id: str, text: str) -> None:
+        current = await self.store.release(release_id)
         if current is None or current.message_ts is None or current.channel is None:
             return
         try:
             await self.slack.post(current.channel, text, thread_ts=current.message_ts)
         except Exception:  # a lost thread line must never fail a deploy
-            log.exception("could not post to the thread of %s", release.id)
+            log.exception("could not post to the thread of %s", release_id)
+
+    async def _flush_thread(self, release_id: str) -> None:
+        thread = self._threads.pop(release_id, None)
+        if thread is not None:
+            await thread.flush()
 
     async def _deploy_and_verify(self, release: Release, lease: Lease) -> None:
         runtime = self.environments[release.env]
@@ -211,12 +349,24 @@ class DeployRunner:
         # failed and rolling back in one write, so no /release slips in between
         rolling = await self.transition(release, lease, rel.StartRollback(reason=why))
         await self.thread(rolling, f":x: {why}. Rolling back to `{previous[:7]}`.")
+        await self._roll_back(rolling, lease, runtime)
+
+    async def _roll_back(self, rolling: Release, lease: Lease, runtime: EnvironmentRuntime) -> None:
+        previous = rolling.previous_sha
+        assert previous is not None  # StartRollback requires it
         healthy, detail = await self._ship(rolling, lease, previous, runtime, prefix="rollback: ")
         done = await self.transition(
             rolling,
             lease,
             rel.FinishRollback(healthy=healthy, detail=detail),
             env_change=lambda snap, r: self._after_failure(snap.env, r),
+        )
+        log.info(
+            "release %s: rolled back to %s under fence %d (%s)",
+            done.id,
+            previous,
+            lease.fence,
+            "healthy" if healthy else "unhealthy",
         )
         if healthy:
             await self.thread(
@@ -252,6 +402,7 @@ class DeployRunner:
             return False, escape(f"deploy of {sha[:7]} failed: {err}".splitlines()[0])
         if not prefix:
             await self.transition(release, lease, rel.DeployFinished())
+            log.info("release %s: %s deployed under fence %d", release.id, sha, lease.fence)
         result = await self._health(runtime, target, reporter)
         if result.healthy:
             return True, ""
@@ -293,6 +444,7 @@ class DeployRunner:
             rel.MarkHealthy(),
             env_change=lambda snap, r: environment.went_live(snap.env, r, at=at),
         )
+        log.info("release %s is live (%s, fence %d)", live.id, live.head_sha, lease.fence)
         sha = f"`{(live.head_sha or '')[:7]}`"
         if live.kind is ReleaseKind.ROLLBACK:
             text = f":leftwards_arrow_with_hook: Rollback {live.id} is done: *{live.env}* runs {sha} again and it is healthy."

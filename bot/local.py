@@ -36,6 +36,9 @@ class LocalStack:
     web: WebServer | None = None
     #: set to accept signed GitHub webhooks at POST /github/webhook (None: 404, keep polling)
     github_webhook_secret: str | None = None
+    #: `web` connects over Socket Mode with the emulator's ``app_token`` instead of
+    #: receiving HTTP at /slack/events
+    socket_mode: bool = False
     workers: list[RunningWorker] = field(default_factory=list)
 
     @property
@@ -44,6 +47,9 @@ class LocalStack:
 
     async def start_web(self) -> WebServer:
         client = slack_client(self.emulator.bot_token, self.emulator.api_url)
+        app_token = self.emulator.app_token if self.socket_mode else None
+        if self.socket_mode and app_token is None:
+            raise ValueError("Socket Mode needs SlackEmulator(app_token='xapp-…')")
         self.web = await start_web(
             self.config,
             self.store,
@@ -52,8 +58,11 @@ class LocalStack:
             host="127.0.0.1",
             port=0,
             github_webhook_secret=self.github_webhook_secret,
+            app_token=app_token,
         )
-        self.emulator.request_url = f"http://127.0.0.1:{self.web.port}/slack/events"
+        # in Socket Mode the emulator delivers over the connection the app opened
+        slack_events = f"http://127.0.0.1:{self.web.port}/slack/events"
+        self.emulator.request_url = None if self.socket_mode else slack_events
         return self.web
 
     async def stop_web(self) -> None:
@@ -103,6 +112,7 @@ async def start_stack(
     workers: int = 1,
     namespace: str = "default",
     github_webhook_secret: str | None = None,
+    socket_mode: bool = False,
 ) -> LocalStack:
     stack = LocalStack(
         config=config,
@@ -110,6 +120,7 @@ async def start_stack(
         redis=redis,
         store=make_store(redis, namespace),
         github_webhook_secret=github_webhook_secret,
+        socket_mode=socket_mode,
     )
     await stack.start_web()
     for _ in range(workers):

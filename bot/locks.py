@@ -2,7 +2,9 @@
 
 The fencing number grows with every acquisition and is written into the release when
 its deploy starts; every later write checks it. A worker that was paused past its
-lock's lifetime therefore cannot move a release another worker has taken over.
+lock's lifetime therefore cannot move a release another worker has taken over, and
+``kept_alive`` tells it the lease is gone as soon as it runs again, so it can stop the
+deploy it had started instead of letting it run beside the new owner's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.keys import Keys
 
@@ -45,11 +48,14 @@ class LockLost(Exception):
 
 
 class DeployLocks:
-    def __init__(self, redis: Redis, keys: Keys, *, ttl: float = 30.0, poll: float = 0.5) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, *, ttl: float = 30.0, poll: float | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl_ms = int(ttl * 1000)
-        self.poll = poll
+        #: how often a waiting worker tries again; a short lease is worth a short wait
+        self.poll = poll if poll is not None else min(0.5, ttl / 10)
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
@@ -83,15 +89,33 @@ class DeployLocks:
 
     @contextlib.asynccontextmanager
     async def kept_alive(self, lease: Lease) -> AsyncIterator[asyncio.Event]:
-        """Renew the lease in the background; the event is set if it was lost."""
+        """Renew the lease in the background; the event is set once it may be lost.
+
+        That is when a renewal is refused (someone else holds the lock) and also when no
+        renewal succeeded for a whole lifetime: after a pause (SIGSTOP, a stalled VM) or
+        while Redis is unreachable the lock may have expired and been taken, and a worker
+        must assume the worst rather than wait to be told.
+        """
         lost = asyncio.Event()
+        ttl = self.ttl_ms / 1000
 
         async def keep() -> None:
+            loop = asyncio.get_running_loop()
+            confirmed = loop.time()  # the lease runs until at least confirmed + ttl
             while True:
-                await asyncio.sleep(self.ttl_ms / 3000)
-                if not await self.renew(lease):
+                await asyncio.sleep(ttl / 3)
+                asked = loop.time()
+                if asked - confirmed >= ttl:
                     lost.set()
                     return
+                try:
+                    renewed = await self.renew(lease)
+                except RedisError:
+                    continue  # try again; the lifetime check above gives up in time
+                if not renewed:
+                    lost.set()
+                    return
+                confirmed = asked
 
         task = asyncio.create_task(keep())
         try:
@@ -100,4 +124,5 @@ class DeployLocks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await self.release(lease)
+            with contextlib.suppress(RedisError):  # unreleased, it expires on its own
+                await self.release(lease)

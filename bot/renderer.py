@@ -9,6 +9,7 @@ mark it dirty, and the renderer looks again before it lets go, so no change is m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -58,6 +59,10 @@ class Renderer:
         self.options = options_for(config)
         self._release_lock = store.redis.register_script(_RELEASE_LOCK)
 
+    def _edit_delay_ms(self) -> int:
+        """How long the next chat.update must wait for a Retry-After, in ms."""
+        return int(self.slack.delay("chat.update") * 1000)
+
     def _dirty_key(self, release_id: str) -> str:
         return self.store.keys.render_lock(release_id) + ":dirty"
 
@@ -67,14 +72,25 @@ class Renderer:
         while True:
             token = secrets.token_hex(8)
             lock = self.store.keys.render_lock(release_id)
-            if not await redis.set(lock, token, nx=True, px=LOCK_MS):
+            try:
+                acquired = await redis.set(lock, token, nx=True, px=LOCK_MS)
+            except BaseException:
+                # stopped (or cut off) while the SET was on its way: it may have landed, and
+                # a lock left behind would make every render give way to a holder that is
+                # gone; releasing is a no-op unless the token is ours
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._release_lock(keys=[lock], args=[token]))
+                raise
+            if not acquired:
                 return  # the holder sees the dirty mark before it lets go
             try:
                 while await redis.getdel(self._dirty_key(release_id)):
-                    await redis.pexpire(lock, LOCK_MS)
+                    # the edit may first wait out a 429's Retry-After; the lock covers that
+                    await redis.pexpire(lock, LOCK_MS + self._edit_delay_ms())
                     await self._render_once(release_id)
             finally:
-                await self._release_lock(keys=[lock], args=[token])
+                # shielded: a worker stopped right now still lets go of the lock
+                await asyncio.shield(self._release_lock(keys=[lock], args=[token]))
             if not await redis.exists(self._dirty_key(release_id)):
                 return
 
@@ -82,11 +98,16 @@ class Renderer:
         """The release once its message exists (deploy details go in its thread).
 
         Another task may hold the render lock and be posting right now, so this waits
-        for the message rather than posting a second one.
+        for the message rather than posting a second one. A message that exists is not
+        edited here: every change queues its own render, and a deploy must not wait for
+        an edit Slack is rate-limiting.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
+            release = await self.store.release(release_id)
+            if release is None or release.message_ts is not None:
+                return release
             await self.render(release_id)
             release = await self.store.release(release_id)
             if release is None or release.message_ts is not None or loop.time() >= deadline:
@@ -95,6 +116,11 @@ class Renderer:
 
     async def _render_once(self, release_id: str) -> None:
         release = await self.store.release(release_id)
+        if release is not None and release.message_ts is not None and self._edit_delay_ms():
+            # Slack refused an edit with a Retry-After: wait it out, then show what is
+            # current by then (not what was current when the wait began)
+            await asyncio.sleep(self._edit_delay_ms() / 1000)
+            release = await self.store.release(release_id)
         if release is None:
             return
         if (
@@ -120,8 +146,11 @@ class Renderer:
                 channel = release.channel or self.config.channel_for(release.env)
                 await self.slack.update(channel, release.message_ts, rendered.text, rendered.blocks)
             except RateLimited:
-                # the next pass (after Retry-After) renders whatever is current by then
-                await self.store.redis.set(self._dirty_key(release_id), "1", px=LOCK_MS * 2)
+                # the next pass (after Retry-After) renders whatever is current by then; the
+                # mark must outlive the wait
+                await self.store.redis.set(
+                    self._dirty_key(release_id), "1", px=LOCK_MS * 2 + self._edit_delay_ms()
+                )
                 return
         await self.store.redis.set(shown_key, digest)
 

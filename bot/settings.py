@@ -35,6 +35,10 @@ class Settings:
             raise SettingsError(
                 f"missing environment variable{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"
             )
+        if app_token is not None and not app_token.startswith("xapp-"):
+            raise SettingsError(
+                "SLACK_APP_TOKEN must be an app-level token (xapp-…) with connections:write"
+            )
         port_raw = environ.get("PORT", "3000")
         try:
             port = int(port_raw)

@@ -54,8 +54,12 @@ class SlackGateway:
         self.calls = 0
         self.rate_limited = 0
 
+    def delay(self, method: str) -> float:
+        """Seconds before ``method`` may be called again (0 when it may be called now)."""
+        return max(0.0, self._not_before.get(method, 0.0) - self._clock())
+
     async def _wait_turn(self, method: str) -> None:
-        delay = self._not_before.get(method, 0.0) - self._clock()
+        delay = self.delay(method)
         if delay > 0:
             await asyncio.sleep(delay)
 

@@ -4,6 +4,11 @@ Any number of workers share the group. A job is acknowledged only after it is do
 worker that dies leaves it pending, and another worker claims it once it has been idle
 for ``reclaim_idle`` seconds. A running job keeps claiming itself so nobody steals it,
 and one that keeps failing goes to a dead-letter stream and the channel is told.
+
+A job belongs to the consumer that claimed it last. A worker that was paused and whose
+job was reclaimed meanwhile neither takes it back (its heartbeat only touches jobs it
+still owns) nor acknowledges it when it resumes: the job stays pending for its new
+owner, so it is not lost if that owner dies too.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from bot.collector import Collector
 from bot.config import Config
 from bot.deploys import DeployRunner
 from bot.keys import JOBS_GROUP
+from bot.locks import LockLost
 from bot.renderer import Renderer, options_for
 from bot.slackapi import SlackGateway
 from bot.store import Store
@@ -31,6 +37,17 @@ from domain.render import render_approval_request
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Mapping[str, str]], Awaitable[None]]
+
+# KEYS: jobs stream; ARGV: group, consumer, entry id. Only the job's current owner may
+# acknowledge it or reset its idle time (XCLAIM alone would take it from anyone).
+_OWNED = """
+local mine = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #mine == 0 then return 0 end
+"""
+_ACK_IF_OWNED = _OWNED + "return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])"
+_TOUCH_IF_OWNED = (
+    _OWNED + "redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')\nreturn 1"
+)
 
 
 def consumer_name() -> str:
@@ -67,6 +84,10 @@ class Worker:
         self.block_ms = block_ms
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: entry ids this worker is running now (a late heartbeat must not start them twice)
+        self._running: set[str] = set()
+        self._ack_if_owned = store.redis.register_script(_ACK_IF_OWNED)
+        self._touch_if_owned = store.redis.register_script(_TOUCH_IF_OWNED)
         self._collect_lock = asyncio.Lock()
         self._handlers: dict[str, Handler] = {
             "render": self._render,
@@ -118,9 +139,11 @@ class Worker:
 
     async def _spawn(self, entry_id: str, fields: Mapping[str, str]) -> None:
         await self._slots.acquire()
+        self._running.add(entry_id)
         task = asyncio.create_task(self._handle(entry_id, fields))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._running.discard(entry_id))
         task.add_done_callback(lambda _: self._slots.release())
 
     async def _handle(self, entry_id: str, fields: Mapping[str, str]) -> None:
@@ -134,6 +157,9 @@ class Worker:
                 await handler(fields)
         except asyncio.CancelledError:
             raise
+        except LockLost as err:
+            log.warning("job %s (%s) stopped: %s; it will be retried", entry_id, kind, err)
+            return
         except Exception:
             log.exception("job %s (%s) failed; it will be retried", entry_id, kind)
             return
@@ -141,16 +167,23 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        await self.store.redis.xack(self.store.keys.jobs, JOBS_GROUP, entry_id)
+        await self._ack(entry_id)
+
+    def _owned_args(self, entry_id: str) -> dict[str, Any]:
+        return {"keys": [self.store.keys.jobs], "args": [JOBS_GROUP, self.name, entry_id]}
+
+    async def _ack(self, entry_id: str) -> None:
+        """Acknowledge a finished job, unless another worker reclaimed it meanwhile (then
+        it is theirs to finish and acknowledge)."""
+        if not await self._ack_if_owned(**self._owned_args(entry_id)):
+            log.info("job %s was reclaimed by another worker; leaving it to them", entry_id)
 
     async def _keep_claimed(self, entry_id: str) -> None:
         """Reset the job's idle time while it runs, so a long deploy is not reclaimed."""
         while True:
             await asyncio.sleep(self.reclaim_idle_ms / 3000)
             with contextlib.suppress(RedisError):
-                await self.store.redis.xclaim(
-                    self.store.keys.jobs, JOBS_GROUP, self.name, 0, [entry_id], justid=True
-                )
+                await self._touch_if_owned(**self._owned_args(entry_id))
 
     async def _reclaim(self, stop: asyncio.Event) -> None:
         redis = self.store.redis
@@ -166,6 +199,8 @@ class Worker:
                     count=32,
                 )
                 for entry_id, fields in result[1]:
+                    if entry_id in self._running:
+                        continue  # its heartbeat was late; it is still running here
                     if fields and not await self._dead_lettered(entry_id, fields):
                         await self._spawn(entry_id, fields)
             except RedisError as err:
@@ -179,16 +214,31 @@ class Worker:
         deliveries = int(info[0]["times_delivered"]) if info else 0
         if deliveries <= self.max_deliveries:
             return False
-        dead: dict[Any, Any] = {**fields, "job_id": entry_id, "deliveries": str(deliveries)}
-        await redis.xadd(self.store.keys.dead_letters, dead)
-        await redis.xack(self.store.keys.jobs, JOBS_GROUP, entry_id)
+        # this claim is delivery number max + 1: the job ran (or was being run) max times
+        tries = deliveries - 1
+        dead: dict[Any, Any] = {**fields, "job_id": entry_id, "tries": str(tries)}
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.store.keys.dead_letters, dead)
+            pipe.xack(self.store.keys.jobs, JOBS_GROUP, entry_id)
+            await pipe.execute()
+        log.error(
+            "job %s (%s) failed %d times; moved to the dead-letter stream",
+            entry_id,
+            fields.get("kind"),
+            tries,
+        )
         text = (
             f":rotating_light: shipmate gave up on a `{fields.get('kind')}` job "
-            f"({', '.join(f'{k}={v}' for k, v in fields.items() if k != 'kind')}) after {deliveries} tries. "
+            f"({', '.join(f'{k}={v}' for k, v in fields.items() if k != 'kind')}) after {tries} tries. "
             "It is kept in the dead-letter stream; check the worker logs."
         )
         with contextlib.suppress(Exception):
             await self.slack.post(self.config.slack.channel, text)
+        if fields.get("kind") == "deploy" and fields.get("release"):
+            with contextlib.suppress(Exception):
+                await self.deploys.give_up(
+                    fields["release"], f"shipmate gave up deploying it after {tries} tries"
+                )
         return True
 
     async def _poll(self, stop: asyncio.Event) -> None:

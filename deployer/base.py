@@ -8,7 +8,10 @@ configuration onto them and backends stay testable without a config file.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -90,6 +93,25 @@ class Diagnostics(Protocol):
 
     async def diagnostics(self, target: DeployTarget) -> str:
         """A short text for the release thread; empty when there is nothing to add."""
+
+
+#: True while a person waits for the answer (a slash command has 3 s): a backend whose
+#: platform is unreachable says so at once instead of waiting for it to come back
+_interactive: ContextVar[bool] = ContextVar("shipmate_interactive", default=False)
+
+
+@contextlib.contextmanager
+def interactive() -> Iterator[None]:
+    """Backend calls inside answer a person: fail fast, never wait for a platform."""
+    token = _interactive.set(True)
+    try:
+        yield
+    finally:
+        _interactive.reset(token)
+
+
+def is_interactive() -> bool:
+    return _interactive.get()
 
 
 class DeployerError(ShipmateError):

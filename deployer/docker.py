@@ -31,8 +31,15 @@ from deployer.base import (
     HealthResult,
     Reporter,
     format_seconds,
+    is_interactive,
 )
-from deployer.dockerapi import DockerApi, DockerConflict, DockerError, DockerNotFound
+from deployer.dockerapi import (
+    DockerApi,
+    DockerConflict,
+    DockerError,
+    DockerNotFound,
+    DockerUnreachable,
+)
 from domain.models import StepStatus
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,12 @@ _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _PORT_RE = re.compile(r"\d{1,5}(/(tcp|udp|sctp))?")
 _ACTIVE = frozenset({"running", "restarting", "paused"})
 _LOG_LINES = 20
+
+#: how long a deploy waits for an unreachable Docker engine (restarting, upgraded, stopped by
+#: someone) to come back before the release fails; it then deploys again from the start
+RECONNECT_WAIT = 120.0
+#: how often it looks in the meantime
+RECONNECT_POLL = 1.0
 
 
 def _host_binding(value: str) -> str | tuple[str, int]:
@@ -179,9 +192,14 @@ class DockerBackend:
         *,
         settle: float = 0.5,
         poll_interval: float = 0.2,
+        reconnect_wait: float | None = None,
+        reconnect_poll: float | None = None,
     ) -> None:
         self.spec = spec
         self._api = api
+        #: None: the module's RECONNECT_WAIT / RECONNECT_POLL, read when a deploy needs them
+        self._reconnect_wait = reconnect_wait
+        self._reconnect_poll = reconnect_poll
         # How long a fresh start is watched for an immediate exit (a missing config, a
         # database that is not there). Later deaths are the health check's business.
         self._settle = settle
@@ -214,10 +232,21 @@ class DockerBackend:
         return remote, f"pulled {remote}"
 
     async def check_artifact(self, target: DeployTarget) -> None:
-        survey = await self._survey(target)
-        if self._kept(survey, target) is not None:
-            return  # a kept container is its own artifact, even if the tag was removed
-        await self._resolve_image(target)
+        """ArtifactMissing when ``target.sha`` has no image (nor a kept container).
+
+        With the engine unreachable, a person waiting for an answer (``/release``) is told
+        so at once; a deploy lets :meth:`deploy` check, which waits for the engine and says
+        in the release message that it is waiting.
+        """
+        try:
+            survey = await self._survey(target)
+            if self._kept(survey, target) is not None:
+                return  # a kept container is its own artifact, even if the tag was removed
+            await self._resolve_image(target)
+        except DockerUnreachable as err:
+            if is_interactive():
+                raise
+            log.warning("cannot check the image for %s now (%s); the deploy will", target, err)
 
     # -- looking around -------------------------------------------------------------------
 
@@ -267,12 +296,60 @@ class DockerBackend:
     # -- deploy ---------------------------------------------------------------------------
 
     async def deploy(self, target: DeployTarget, reporter: Reporter) -> None:
+        """Deploy ``target``; if the engine goes away (or is away) meanwhile, wait for it and
+        deploy again from the start (a deploy is idempotent), saying so in the release.
+
+        The engine stopping kills the containers it runs, so after it is back nothing may
+        run at all: the new deploy brings the target up whatever state it finds. Only if
+        the engine stays away for the whole wait does the deploy fail, naming where Docker
+        was expected and for how long shipmate waited.
+        """
         progress = _Progress(reporter)
-        try:
-            await self._deploy(target, progress)
-        except DeployerError as err:
-            await progress.fail(str(err).splitlines()[0])
-            raise
+        wait = RECONNECT_WAIT if self._reconnect_wait is None else self._reconnect_wait
+        waiting_since: float | None = None
+        while True:
+            try:
+                await self._deploy(target, progress)
+                return
+            except DeployerError as err:
+                gone = _unreachable(err)
+                if gone is None or wait <= 0:
+                    await progress.fail(str(err).splitlines()[0])
+                    raise
+                if waiting_since is None:
+                    waiting_since = time.monotonic()
+                    await reporter.detail(
+                        f":warning: {gone}. Waiting up to {format_seconds(wait)} for it to come "
+                        f"back, then deploying `{target.short_sha}` again from the start."
+                    )
+                step = progress.open or "image"
+                await progress.running(
+                    step, f"{gone}; waiting up to {format_seconds(wait)} for it to come back"
+                )
+                if not await self._engine_back(waiting_since + wait):
+                    message = f"{gone}; gave up after waiting {format_seconds(wait)} for it"
+                    await progress.fail(message)
+                    raise DockerUnreachable(message) from err
+                away = format_seconds(round(time.monotonic() - waiting_since, 1))
+                log.info("Docker is back after %s; deploying %s again", away, target)
+                await reporter.detail(
+                    f"Docker is back (waited {away}); deploying `{target.short_sha}` again."
+                )
+                waiting_since = None
+
+    async def _engine_back(self, deadline: float) -> bool:
+        """Wait until the engine answers a ping; False if it does not before ``deadline``."""
+        poll = RECONNECT_POLL if self._reconnect_poll is None else self._reconnect_poll
+        while True:
+            try:
+                await self._api.run(lambda: self._api.client.ping())
+                return True
+            except DockerError:
+                pass  # not back yet, or still starting (500s while it loads)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(poll, left))
 
     async def _deploy(self, target: DeployTarget, progress: _Progress) -> None:
         ref = self.image_ref(target)
@@ -557,6 +634,21 @@ class DockerBackend:
 
     async def close(self) -> None:
         await self._api.close()
+
+
+def _unreachable(err: BaseException) -> DockerUnreachable | None:
+    """The DockerUnreachable behind ``err`` (a failed stop or start wraps it), if any."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [err]
+    while todo:
+        item = todo.pop()
+        if item is None or any(item is s for s in seen):
+            continue
+        if isinstance(item, DockerUnreachable):
+            return item
+        seen.append(item)
+        todo += [item.__cause__, item.__context__]
+    return None
 
 
 def _last_probe(health: Mapping[str, Any]) -> str:

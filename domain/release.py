@@ -104,6 +104,13 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class GiveUp:
+    """shipmate stopped trying (its job kept failing): the release ends failed, visibly."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Progress:
     step: Step
 
@@ -121,6 +128,7 @@ Event = (
     | StartRollback
     | FinishRollback
     | Retry
+    | GiveUp
     | Progress
 )
 
@@ -190,6 +198,10 @@ def _transition(r: Release, event: Event, at: float) -> Release:
             if r.state not in (S.DEPLOYING, S.VERIFYING):
                 raise _refuse(r, "retry")
             return replace(r, state=S.APPROVED, fence=None, reason=reason)
+        case GiveUp(reason=reason):
+            if r.is_terminal or r.state is S.COLLECTING:
+                raise _refuse(r, "give up")
+            return replace(r, state=S.FAILED, reason=reason, finished_at=at)
         case Progress(step=step):
             if r.state not in _DEPLOY_STATES:
                 raise _refuse(r, "report progress")

@@ -6,15 +6,17 @@ the user. Deploys, message edits and notices become jobs for the worker.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.config import Config
 from bot.store import Conflict, Duplicate, Job, Snapshot, Store, Write, render_job
+from deployer.base import interactive
 from domain import environment
 from domain import release as rel
-from domain.errors import InvalidTransition, NotInvolved, NotPermitted
+from domain.errors import InvalidTransition, NotInvolved, NotPermitted, ShipmateError
 from domain.models import Release, ReleaseState
 
 
@@ -31,6 +33,14 @@ def approvals_job(release: Release) -> Job:
 
 
 ArtifactCheck = Callable[[str, str], Awaitable[None]]
+
+#: of the 3 s Slack gives a slash command, what the artifact check may take (a hung Docker
+#: engine would otherwise hold the answer until docker-py's own timeout)
+ARTIFACT_CHECK_SECONDS = 2.0
+
+
+class ArtifactUnchecked(ShipmateError):
+    """The artifact could not be checked in time; nothing was changed."""
 
 
 class BatchMoved(Exception):
@@ -59,12 +69,27 @@ async def request_release(
             snap = await store.snapshot(env)
             checked = snap.batch.head_sha if snap and snap.batch else None
             if checked:
-                await check_artifact(env, checked)
+                await _check_in_time(check_artifact, env, checked)
         try:
             return await _freeze(store, config, env=env, user=user, at=at, checked=checked)
         except BatchMoved:
             continue
     raise Conflict(f"the batch for {env} kept changing while its image was checked")
+
+
+async def _check_in_time(check: ArtifactCheck, env: str, sha: str) -> None:
+    """The artifact check for a person waiting: the backend fails fast (an unreachable engine
+    is named, not waited for) and the whole check takes at most ARTIFACT_CHECK_SECONDS."""
+    try:
+        with interactive():
+            async with asyncio.timeout(ARTIFACT_CHECK_SECONDS):
+                await check(env, sha)
+    except TimeoutError:
+        raise ArtifactUnchecked(
+            f"Could not check the image for `{sha[:7]}` within {ARTIFACT_CHECK_SECONDS:g}s "
+            f"(the Docker engine is slow to answer), so nothing was changed. "
+            f"Try `/release {env}` again in a minute."
+        ) from None
 
 
 async def _freeze(

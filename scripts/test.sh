@@ -11,6 +11,7 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)  # the browser view's tests (Playwright)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt)"
   $SUDO apt-get update -qq

@@ -13,12 +13,14 @@ from typing import TypeVar
 from aiohttp import web
 
 from slackemu import payloads, transcript
+from slackemu.browser import DEFAULT_REACTIONS, BrowserView
 from slackemu.delivery import ACK_TIMEOUT, Deliverer
 from slackemu.methods import MethodContext
 from slackemu.models import ApiCall, Channel, Delivery, JSONDict, Message, SlashResult, User
 from slackemu.ratelimit import RateLimiter
 from slackemu.responseurls import ResponsePost, ResponseUrls
 from slackemu.signing import signed_headers
+from slackemu.socketmode import SocketModeServer
 from slackemu.webapi import WebApi
 from slackemu.workspace import SLACKBOT_ID, Identity, Workspace
 
@@ -43,9 +45,14 @@ class SlackEmulator:
         strict_rate_limits: bool = False,
         retry_delays: Sequence[float] = (0.0, 0.0, 0.0),
         ack_timeout: float = ACK_TIMEOUT,
+        app_token: str | None = None,
     ) -> None:
+        """``app_token`` (``xapp-…``) enables Socket Mode: apps.connections.open and the
+        ``/link/`` WebSocket. Deliveries then go over the socket while the app is connected
+        (or whenever ``request_url`` is unset), else over HTTP."""
         self.signing_secret = signing_secret
         self.bot_token = bot_token
+        self.app_token = app_token
         self.identity = Identity(
             team_id, team_domain, team_name, bot_user_id, bot_id, app_id, bot_name
         )
@@ -53,11 +60,15 @@ class SlackEmulator:
         self.calls: list[ApiCall] = []
         self.deliveries: list[Delivery] = []
         self.limiter = RateLimiter(rate_limits, strict=strict_rate_limits)
+        self._sockets = SocketModeServer(
+            app_id=app_id, app_token=app_token, ack_timeout=ack_timeout, log=self.deliveries
+        )
         self._deliverer = Deliverer(
             signing_secret=signing_secret,
             retry_delays=retry_delays,
             ack_timeout=ack_timeout,
             log=self.deliveries,
+            socket=self._sockets,
         )
         self._deliverer.request_url = request_url
         self._responses = ResponseUrls(self.workspace, lambda: self.base_url)
@@ -66,15 +77,21 @@ class SlackEmulator:
             self.limiter,
             bot_token,
             self.calls,
+            app_token=lambda: self._sockets.app_token,
+            app_methods={"apps.connections.open": lambda _: self._sockets.open_url(self.base_url)},
         )
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        self._browser: BrowserView | None = None
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> SlackEmulator:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._webapi.handle)
         app.router.add_post("/{kind:commands|actions}/{team}/{id}/{secret}", self._responses.handle)
+        app.router.add_get("/link/", self._sockets.handle)
+        if self._browser is not None:
+            self._browser.install(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
@@ -82,6 +99,13 @@ class SlackEmulator:
         self._base_url = f"http://{host}:{runner.addresses[0][1]}"
         await self._deliverer.open()
         return self
+
+    def enable_browser(self, reactions: Sequence[str] = DEFAULT_REACTIONS) -> None:
+        """Serve the workspace as a web page at ``base_url`` (see ``slackemu.browser``); call
+        before ``start()``. ``reactions`` are offered in the page's reaction picker."""
+        if self._runner is not None:
+            raise RuntimeError("enable_browser() must be called before start()")
+        self._browser = BrowserView(self, reactions)
 
     async def stop(self) -> None:
         """Cancels deliveries still waiting in the retry schedule, then shuts down."""
@@ -118,6 +142,22 @@ class SlackEmulator:
     @request_url.setter
     def request_url(self, url: str | None) -> None:
         self._deliverer.request_url = url
+
+    @property
+    def socket_mode(self) -> bool:
+        """True when deliveries go over Socket Mode: an app connection is open, or Socket
+        Mode is enabled (``app_token``) and there is no ``request_url``."""
+        return self._deliverer.socket_mode
+
+    @property
+    def socket_connections(self) -> int:
+        """Socket Mode connections open right now."""
+        return len(self._sockets.connections)
+
+    @property
+    def socket_connections_opened(self) -> int:
+        """Socket Mode connections accepted so far, including closed ones."""
+        return self._sockets.opened
 
     # -- directory --------------------------------------------------------------------
     def add_user(
@@ -178,11 +218,12 @@ class SlackEmulator:
         body, trigger = payloads.slash_command_body(
             self.identity, user=u, channel=ch, command=command, text=text, response_url=url
         )
-        d = await self._deliverer.post(
+        d = await self._deliverer.deliver(
             body, "application/x-www-form-urlencoded", kind="slash_command"
         )
         if d.failure is not None:
-            error = "operation_timeout" if d.failure == "http_timeout" else "dispatch_failed"
+            timed_out = d.failure in ("http_timeout", "timeout")
+            error = "operation_timeout" if timed_out else "dispatch_failed"
             shown = f'{command} failed with the error "{error}"'
             self.workspace.post_ephemeral(ch.id, to=u.id, user=SLACKBOT_ID, text=shown)
             return SlashResult(
@@ -269,7 +310,7 @@ class SlackEmulator:
             action_ts=self.workspace.next_ts(),
             response_url=url,
         )
-        d = await self._deliverer.post(
+        d = await self._deliverer.deliver(
             payloads.form_payload(payload),
             "application/x-www-form-urlencoded",
             kind="block_actions",
@@ -400,10 +441,18 @@ class SlackEmulator:
         """Ages every response_url handed out so far past Slack's 30-minute lifetime."""
         self._responses.expire_all()
 
+    async def disconnect_socket(
+        self, reason: str = "refresh_requested", *, grace: float = 1.0
+    ) -> None:
+        """Sends Socket Mode's ``disconnect`` on every open connection and closes them (after
+        ``grace`` seconds unless the app closed first); the app is expected to call
+        apps.connections.open again and reconnect."""
+        await self._sockets.disconnect(reason, grace=grace)
+
     # -- internals --------------------------------------------------------------------
     def _emit_in_background(self, event: JSONDict) -> None:
         # Tests that only exercise the Web API have no app to deliver to.
-        if self.request_url is not None and self._runner is not None:
+        if self._deliverer.has_app and self._runner is not None:
             self._deliverer.spawn(self.send_event(event))
 
     def _user(self, ref: str) -> User:

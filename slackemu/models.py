@@ -153,7 +153,12 @@ class SlashResult:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One HTTP attempt at delivering something to the bot."""
+    """One attempt at delivering something to the bot, over HTTP or a Socket Mode connection.
+
+    Over Socket Mode, ``status`` is 200 when the envelope was acked in time (else None),
+    ``response_body`` is the ack's ``payload`` as JSON, and ``attempt`` is the envelope's
+    ``retry_attempt``.
+    """
 
     kind: str  # "event" | "slash_command" | "block_actions" | "url_verification" | "raw"
     attempt: int  # 0 for the first delivery, then the X-Slack-Retry-Num we sent
@@ -163,3 +168,5 @@ class Delivery:
     event_id: str | None = None
     response_body: str = ""
     response_headers: Mapping[str, str] = field(default_factory=dict)
+    transport: str = "http"  # "http" | "socket"
+    envelope_id: str | None = None

@@ -12,6 +12,7 @@ TIER_1, TIER_2, TIER_3, TIER_4 = 1, 20, 50, 100
 #: Slack's documented per-minute allowance per method ("special" methods approximated).
 SLACK_LIMITS: dict[str, int] = {
     "auth.test": 600,
+    "apps.connections.open": TIER_1,
     "chat.postMessage": 60,  # really ~1/s per channel with bursts
     "chat.update": TIER_3,
     "chat.delete": TIER_3,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -72,14 +73,27 @@ def bearer(request: web.Request) -> str | None:
     return None
 
 
+#: A method called with the app-level token (``xapp-…``), e.g. apps.connections.open.
+AppMethod = Callable[[dict[str, Any]], JSONDict]
+
+
 class WebApi:
     def __init__(
-        self, ctx: MethodContext, limiter: RateLimiter, token: str, calls: list[ApiCall]
+        self,
+        ctx: MethodContext,
+        limiter: RateLimiter,
+        token: str,
+        calls: list[ApiCall],
+        *,
+        app_token: Callable[[], str | None] = lambda: None,
+        app_methods: Mapping[str, AppMethod] | None = None,
     ) -> None:
         self.ctx = ctx
         self.limiter = limiter
         self.token = token
         self.calls = calls
+        self.app_token = app_token
+        self.app_methods = dict(app_methods or {})
 
     async def handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -91,7 +105,10 @@ class WebApi:
             args, param_token = {}, None
             body: JSONDict = {"ok": False, "error": str(exc)}
         else:
-            body, status, headers = self._dispatch(method, args, bearer(request) or param_token)
+            if method in self.app_methods:
+                body, status, headers = self._dispatch_app(method, args, bearer(request))
+            else:
+                body, status, headers = self._dispatch(method, args, bearer(request) or param_token)
         self.calls.append(
             ApiCall(
                 method=method,
@@ -126,3 +143,19 @@ class WebApi:
             body = {"ok": False, "error": exc.error, **exc.extra}
         headers = {"x-oauth-scopes": OAUTH_SCOPES} if method == "auth.test" else {}
         return body, 200, headers
+
+    def _dispatch_app(
+        self, method: str, args: dict[str, Any], token: str | None
+    ) -> tuple[JSONDict, int, dict[str, str]]:
+        """App-level token methods (§6): the ``xapp-`` token only counts in the header;
+        one passed as a parameter is refused as if there were none."""
+        if token is None:
+            return {"ok": False, "error": "not_authed"}, 200, {}
+        if token != self.app_token():
+            user_or_bot = token.startswith(("xoxb-", "xoxp-"))
+            error = "not_allowed_token_type" if user_or_bot else "invalid_auth"
+            return {"ok": False, "error": error}, 200, {}
+        retry_after = self.limiter.check(method)
+        if retry_after is not None:
+            return {"ok": False, "error": "ratelimited"}, 429, {"Retry-After": str(retry_after)}
+        return self.app_methods[method](args), 200, {}

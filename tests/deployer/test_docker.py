@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -22,6 +23,7 @@ from deployer.base import (
     DeployTarget,
     Diagnostics,
     NativeHealth,
+    interactive,
 )
 from deployer.docker import DockerBackend, DockerSpec
 from deployer.dockerapi import DockerApi, DockerNotFound, DockerUnreachable
@@ -320,9 +322,11 @@ async def test_wait_healthy_without_healthcheck_or_with_a_dead_container(
 
 
 async def test_docker_unreachable_is_a_clear_deploy_error() -> None:
+    """No engine for the whole wait: the deploy fails naming the socket and the wait; a person
+    asking (interactive) is told at once, a deploy's artifact check defers to the deploy."""
     api = DockerApi(base_url="unix:///nonexistent.sock", timeout=5)
     spec = DockerSpec(image="shop:{sha}", container="shop-staging")
-    backend = DockerBackend(spec, api)
+    backend = DockerBackend(spec, api, reconnect_wait=0.3, reconnect_poll=0.05)
     target = new_target()
     expected = (
         "Docker is not reachable at unix:///nonexistent.sock: no such socket (is dockerd running?)"
@@ -331,15 +335,53 @@ async def test_docker_unreachable_is_a_clear_deploy_error() -> None:
     with pytest.raises(DeployError) as caught:
         await backend.deploy(target, reporter)
     assert isinstance(caught.value, DockerUnreachable)
-    assert str(caught.value) == expected
+    assert str(caught.value) == f"{expected}; gave up after waiting 0.3s for it"
     assert reporter.last("image") == reporter.steps[-1]
-    assert reporter.statuses("image") == [StepStatus.RUNNING, StepStatus.FAILED]
-    with pytest.raises(DeployError, match="not reachable"):
+    assert reporter.statuses("image") == [StepStatus.RUNNING] * 2 + [StepStatus.FAILED]
+    assert reporter.steps[1].detail == f"{expected}; waiting up to 0.3s for it to come back"
+    assert reporter.details == [
+        f":warning: {expected}. Waiting up to 0.3s for it to come back, then deploying "
+        f"`{target.short_sha}` again from the start."
+    ]
+    with interactive(), pytest.raises(DeployError, match="not reachable"):
         await backend.check_artifact(target)
+    await backend.check_artifact(target)  # a deploy's own check: deploy() waits and says so
     health = await backend.wait_healthy(target, RecordingReporter(), timeout=1)
     assert not health.healthy and health.detail == expected
     assert (await backend.diagnostics(target)).endswith(expected)
     await backend.close()
+
+
+async def test_a_deploy_waits_for_docker_to_come_back_and_deploys(
+    dockerkit: DockerKit, tmp_path: Path
+) -> None:
+    """The engine's socket is missing when the deploy starts and appears while it waits: the
+    deploy says it is waiting, then deploys from the start once Docker answers."""
+    socket_path = tmp_path / "docker.sock"
+    api = DockerApi(base_url=f"unix://{socket_path}", timeout=10)
+    s = setup(dockerkit, api)
+    s.backend = DockerBackend(s.spec, api, reconnect_wait=30, reconnect_poll=0.05)
+    target = new_target()
+    s.build(target)
+    reporter = RecordingReporter()
+    deploy = asyncio.create_task(s.backend.deploy(target, reporter))
+    deadline = time.monotonic() + 10
+    while not reporter.details:
+        assert time.monotonic() < deadline and not deploy.done(), reporter.steps
+        await asyncio.sleep(0.02)
+    assert "no such socket (is dockerd running?)" in reporter.details[0]
+    socket_path.symlink_to("/var/run/docker.sock")  # the engine is back
+    await asyncio.wait_for(deploy, 30)
+    await wait_serving(s.port, target.short_sha)
+    assert reporter.statuses("image") == [
+        StepStatus.RUNNING,
+        StepStatus.RUNNING,
+        StepStatus.RUNNING,
+        StepStatus.OK,
+    ]
+    assert reporter.statuses("start") == [StepStatus.RUNNING, StepStatus.OK]
+    assert reporter.details[-1].startswith("Docker is back (waited ")
+    await api.close()
 
 
 async def test_docker_api_translates_engine_errors(api: DockerApi) -> None:

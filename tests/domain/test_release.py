@@ -45,6 +45,7 @@ EVENTS: dict[str, rel.Event] = {
     "start_rollback": rel.StartRollback(reason="health check failed: 503"),
     "finish_rollback": rel.FinishRollback(healthy=True),
     "retry": rel.Retry(reason="the previous worker stopped"),
+    "give_up": rel.GiveUp(reason="shipmate gave up deploying it after 5 tries"),
     "progress": rel.Progress(step=Step("pull", StepStatus.RUNNING)),
 }
 
@@ -69,6 +70,7 @@ ALLOWED: dict[str, dict[ReleaseState, ReleaseState]] = {
     "start_rollback": {S.DEPLOYING: S.ROLLING_BACK, S.VERIFYING: S.ROLLING_BACK},
     "finish_rollback": {S.ROLLING_BACK: S.ROLLED_BACK},
     "retry": {S.DEPLOYING: S.APPROVED, S.VERIFYING: S.APPROVED},
+    "give_up": {s: S.FAILED for s in (*DECIDING, S.DEPLOYING, S.VERIFYING, S.ROLLING_BACK)},
     "progress": {s: s for s in (S.DEPLOYING, S.VERIFYING, S.ROLLING_BACK)},
 }
 

@@ -1,7 +1,8 @@
 """A team on the local Slack workspace: a git repo, shipmate's real web + worker, people.
 
-Everything goes through real HTTP (signed Slack requests into bolt, the Web API served
-by the emulator), a real redis-server and real git. Waits are on conditions.
+Everything goes through real HTTP (signed Slack requests into bolt, or Socket Mode
+envelopes over a real WebSocket; the Web API served by the emulator), a real redis-server
+and real git. Waits are on conditions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ CHANNEL = "C0RELEASES"
 ALICE, BOB, CAROL, ONCALL = "U0ALICE", "U0BOB", "U0CAROL", "U0ONCALL"
 MALLORY = "U0MALLORY"
 WAIT = 15.0
+APP_TOKEN = "xapp-1-A0APP-1-e2e"
 
 CONFIG = """\
 repo:
@@ -63,6 +65,8 @@ class Team:
     config: Config
     emulator: SlackEmulator
     stack: LocalStack
+    #: "http" or "socket": how Slack reaches shipmate's web
+    mode: str = "http"
 
     @property
     def emu(self) -> SlackEmulator:
@@ -142,17 +146,32 @@ def write_config(workdir: Path, *, port: int, staging_port: int, extra: str = ""
 
 
 async def start_team(
-    workdir: Path, redis: Redis, *, port: int, staging_port: int, extra: str = ""
+    workdir: Path,
+    redis: Redis,
+    *,
+    port: int,
+    staging_port: int,
+    extra: str = "",
+    mode: str = "http",
 ) -> Team:
-    """``extra`` is YAML for more environments, appended under ``environments:``."""
+    """``extra`` is YAML for more environments, appended under ``environments:``;
+    ``mode`` is "http" or "socket" (Socket Mode with an app-level token)."""
+    if mode not in ("http", "socket"):
+        raise ValueError(f"mode must be 'http' or 'socket', got {mode!r}")
     repo = DemoRepo(workdir / "repo")
     repo.commit(ALICE, "Initial shop", {"app/health": "ok\n"})
     config = write_config(workdir, port=port, staging_port=staging_port, extra=extra)
-    emulator = SlackEmulator(signing_secret="test-signing-secret", bot_token="xoxb-test")
+    emulator = SlackEmulator(
+        signing_secret="test-signing-secret",
+        bot_token="xoxb-test",
+        app_token=APP_TOKEN if mode == "socket" else None,
+    )
     await emulator.start()
     for user, (name, real, email) in PEOPLE.items():
         emulator.add_user(user, name=name, email=email, real_name=real)
     emulator.add_user(MALLORY, name="mallory", email="mallory@example.com", real_name="Mallory")
     emulator.add_channel(CHANNEL, name="releases")
-    stack = await start_stack(config, redis, emulator)
-    return Team(workdir=workdir, repo=repo, config=config, emulator=emulator, stack=stack)
+    stack = await start_stack(config, redis, emulator, socket_mode=mode == "socket")
+    return Team(
+        workdir=workdir, repo=repo, config=config, emulator=emulator, stack=stack, mode=mode
+    )

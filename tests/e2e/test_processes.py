@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.demo import PEOPLE, DemoRepo
@@ -87,6 +88,54 @@ async def test_web_and_worker_processes_release_from_env_config(
             code = await asyncio.to_thread(process.wait, 10)
             assert code == 0, f"{name} exited {code}:\n{(tmp_path / f'{name}.log').read_text()}"
         _stop_demo_service(tmp_path)
+
+
+async def test_web_process_in_socket_mode_still_serves_http(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """With SLACK_APP_TOKEN (and no signing secret) `shipmate web` takes Slack's requests over
+    Socket Mode and still serves /healthz and /metrics; /slack/events is not served."""
+    await _flush(redis_server)
+    DemoRepo(tmp_path / "repo").commit(ALICE, "Initial shop", {"app/health": "ok\n"})
+    write_config(tmp_path, port=free_port(), staging_port=free_port())
+    port = free_port()
+    async with SlackEmulator(bot_token="xoxb-proc", app_token="xapp-1-A0APP-1-proc") as emu:
+        for user, (name, real, email) in PEOPLE.items():
+            emu.add_user(user, name=name, email=email, real_name=real)
+        emu.add_channel(CHANNEL, name="releases")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+        env |= {
+            "SLACK_BOT_TOKEN": "xoxb-proc",
+            "SLACK_APP_TOKEN": "xapp-1-A0APP-1-proc",
+            "SLACK_API_URL": emu.api_url,
+            "REDIS_URL": redis_server.url,
+            "SHIPMATE_CONFIG": str(tmp_path / "shipmate.yml"),
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+        }
+        web = _spawn(["web"], env, tmp_path / "web.log")
+        try:
+            await emu.wait_for(
+                lambda: emu.socket_connections == 1 or web.poll() is not None,
+                timeout=20,
+                what="the web process to connect over Socket Mode",
+            )
+            assert web.poll() is None, (tmp_path / "web.log").read_text()
+            answer = await emu.slash_command(ALICE, CHANNEL, "/release", "help")
+            assert answer.status == 200 and "`/rollback <env>`" in answer.text, answer
+            assert emu.deliveries[-1].transport == "socket"
+            async with aiohttp.ClientSession() as session:
+                base = f"http://127.0.0.1:{port}"
+                async with session.get(base + "/healthz") as response:
+                    assert response.status == 200
+                async with session.get(base + "/metrics") as response:
+                    assert "shipmate_up 1" in await response.text()
+                async with session.post(base + "/slack/events", data=b"x") as response:
+                    assert response.status == 404
+        finally:
+            web.terminate()
+            code = await asyncio.to_thread(web.wait, 10)
+        assert code == 0, (tmp_path / "web.log").read_text()
 
 
 async def _flush(server: RedisServer) -> None:

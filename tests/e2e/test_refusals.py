@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+
+import pytest
+from redis.exceptions import RedisError
 
 from slackemu import Message
 from tests.conftest import RedisServer
@@ -130,6 +134,7 @@ async def test_author_without_slack_user_gets_a_stand_in(team: Team) -> None:
     await team.wait_text(batch.ts, "is live")
 
 
+@pytest.mark.http_only  # Socket Mode requests are not signed
 async def test_forged_and_stale_requests_are_rejected(team: Team) -> None:
     """A bad signature or an old timestamp gets 401 and records nothing."""
     body = b"command=%2Frelease&text=sandbox&user_id=U0ALICE&channel_id=C0RELEASES&team_id=T0001"
@@ -144,6 +149,7 @@ async def test_forged_and_stale_requests_are_rejected(team: Team) -> None:
     assert await _keys(team) == []
 
 
+@pytest.mark.http_only  # raw signed requests
 async def test_a_redelivered_event_has_one_effect(team: Team) -> None:
     """Slack retries carry the same event_id; the second delivery changes nothing."""
     batch = await _frozen_batch(team)
@@ -175,6 +181,7 @@ async def test_a_redelivered_event_has_one_effect(team: Team) -> None:
     assert again.version == first.version and again.approvals == {ALICE}
 
 
+@pytest.mark.http_only  # raw signed requests; see the Socket Mode version below
 async def test_redis_down_gets_a_clear_answer_and_recovers(
     team: Team, redis_server: RedisServer
 ) -> None:
@@ -212,6 +219,48 @@ async def test_redis_down_gets_a_clear_answer_and_recovers(
     status, _ = await team.emu.send_raw(body, team.emu.signed_headers(body))
     assert status == 200
     assert (await team.release_state("sandbox-1")).approvals == {ALICE}
+
+
+@pytest.mark.socket_only
+async def test_redis_down_in_socket_mode_leaves_the_event_unacked_until_recorded(
+    team: Team, redis_server: RedisServer
+) -> None:
+    """With Redis gone a command still says so at once; a reaction is not acked (bolt sends
+    no ack for a failed dispatch), so Slack redelivers it and the retry is recorded."""
+    batch = await _frozen_batch(team)
+    emu = team.emu
+    redis_server.stop()
+    try:
+        answer = await emu.slash_command(ONCALL, CHANNEL, "/rollback", "sandbox")
+        assert answer.status == 200 and "database (Redis) is unreachable" in answer.text
+        reacting = asyncio.create_task(
+            emu.add_reaction(ALICE, CHANNEL, batch.ts, "white_check_mark")
+        )
+        await emu.wait_for(
+            lambda: any(d.kind == "event" and d.failure == "timeout" for d in emu.deliveries),
+            timeout=10,
+            what="the reaction envelope to go unacked",
+        )
+    finally:
+        redis_server.start()
+    assert await reacting == 200
+    events = [d for d in emu.deliveries if d.kind == "event"]
+    assert events[0].failure == "timeout" and events[-1].status == 200
+    assert len({d.event_id for d in events}) == 1 and events[-1].attempt >= 1
+    # a just-restarted redis-server may still drop a pooled connection or two
+    await _redis_answers(team)
+    assert (await team.release_state("sandbox-1")).approvals == {ALICE}
+
+
+async def _redis_answers(team: Team) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                if await team.stack.redis.ping():
+                    return
+            except RedisError:
+                pass
+            await asyncio.sleep(0.05)  # polling a condition, bounded by the timeout above
 
 
 async def test_rate_limited_updates_wait_and_end_right(team: Team) -> None:

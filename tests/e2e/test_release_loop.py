@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from domain.models import ReleaseKind, ReleaseState
 from tests.e2e.harness import ALICE, BOB, CAROL, CHANNEL, ONCALL, Team, rendered
@@ -148,3 +149,25 @@ async def test_force_push_is_reported_and_the_batch_follows_the_new_history(team
     assert "`main` was force-pushed" in rendered(notice)
     batch = await team.batch_message(containing="Stable search")
     assert "Experimental search" not in rendered(batch)
+
+
+@pytest.mark.socket_only
+async def test_socket_mode_reconnects_when_slack_asks_and_the_release_goes_on(team: Team) -> None:
+    """Slack's `disconnect` (refresh_requested) makes web open a new connection; nothing is lost."""
+    emu = team.emu
+    team.commit(ALICE, "Add cart page")
+    await team.collect()
+    batch = await team.batch_message(containing="Add cart page")
+    await emu.disconnect_socket("refresh_requested")
+    await emu.wait_for(
+        lambda: emu.socket_connections_opened == 2 and emu.socket_connections == 1,
+        timeout=10,
+        what="web to reconnect over Socket Mode",
+    )
+    assert len(emu.calls_to("apps.connections.open")) == 2
+    answer = await emu.slash_command(ALICE, CHANNEL, "/release", "sandbox")
+    assert answer.status == 200 and "asked to release 2 commits" in answer.text
+    await team.wait_text(batch.ts, "waiting for approval")
+    assert await emu.add_reaction(ALICE, CHANNEL, batch.ts, "white_check_mark") == 200
+    await team.wait_text(batch.ts, "is live")
+    assert {d.transport for d in emu.deliveries} == {"socket"}
