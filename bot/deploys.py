@@ -395,8 +395,12 @@ class DeployRunner:
         """Deploy ``sha`` and check its health; (healthy, why not)."""
         reporter = ThreadReporter(self, release, lease, prefix=prefix)
         target = DeployTarget(env=release.env, sha=sha)
+        going_back = bool(prefix) or release.kind is ReleaseKind.ROLLBACK
         try:
-            await runtime.backend.check_artifact(target)
+            if not going_back:
+                # a sha being gone back to already ran here; its artifact (a kept container)
+                # is the deploy's own first lookup, and an instant rollback skips a second
+                await runtime.backend.check_artifact(target)
             await runtime.backend.deploy(target, reporter)
         except DeployerError as err:
             return False, escape(f"deploy of {sha[:7]} failed: {err}".splitlines()[0])

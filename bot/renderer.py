@@ -4,6 +4,9 @@ The message is a view. A render reads the release, renders it whole and edits th
 message only if the result differs from what was last shown; bursts of changes
 collapse into one edit. One worker renders a given release at a time; the others
 mark it dirty, and the renderer looks again before it lets go, so no change is missed.
+The render lock is a short lease its holder keeps renewing (also while it waits out a
+429's Retry-After), so a holder that died leaves the message alone for seconds, not for
+as long as the longest wait.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import logging
 import secrets
 from dataclasses import replace
 
+from redis.exceptions import RedisError
+
 from bot.config import Config
 from bot.slackapi import RateLimited, SlackGateway
 from bot.store import Snapshot, Store, Write
@@ -24,9 +29,16 @@ from domain.render import Rendered, RenderOptions, render_release
 
 log = logging.getLogger(__name__)
 
-LOCK_MS = 30_000
+#: the render lock's lease; its holder renews it every third of that
+LOCK_MS = 5_000
+#: how long a "render again" mark lives: longer than any one render, Retry-After included
+DIRTY_MS = 120_000
 _RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -58,6 +70,7 @@ class Renderer:
         self.config = config
         self.options = options_for(config)
         self._release_lock = store.redis.register_script(_RELEASE_LOCK)
+        self._renew_lock = store.redis.register_script(_RENEW_LOCK)
 
     def _edit_delay_ms(self) -> int:
         """How long the next chat.update must wait for a Retry-After, in ms."""
@@ -68,7 +81,7 @@ class Renderer:
 
     async def render(self, release_id: str) -> None:
         redis = self.store.redis
-        await redis.set(self._dirty_key(release_id), "1", px=LOCK_MS * 2)
+        await redis.set(self._dirty_key(release_id), "1", px=DIRTY_MS)
         while True:
             token = secrets.token_hex(8)
             lock = self.store.keys.render_lock(release_id)
@@ -82,17 +95,55 @@ class Renderer:
                     await asyncio.shield(self._release_lock(keys=[lock], args=[token]))
                 raise
             if not acquired:
-                return  # the holder sees the dirty mark before it lets go
+                # the holder sees the dirty mark before it lets go; if it died holding the
+                # lock, nobody would: one render (not all of them) waits for the mark to be
+                # taken or for the lock to expire
+                if await self._holder_took_it(release_id, lock):
+                    return
+                continue
+            renewing = asyncio.create_task(self._keep_lock(lock, token))
             try:
                 while await redis.getdel(self._dirty_key(release_id)):
-                    # the edit may first wait out a 429's Retry-After; the lock covers that
-                    await redis.pexpire(lock, LOCK_MS + self._edit_delay_ms())
                     await self._render_once(release_id)
             finally:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
                 # shielded: a worker stopped right now still lets go of the lock
                 await asyncio.shield(self._release_lock(keys=[lock], args=[token]))
             if not await redis.exists(self._dirty_key(release_id)):
                 return
+
+    async def _holder_took_it(self, release_id: str, lock: str) -> bool:
+        """True once the lock holder consumed the dirty mark (or another render is already
+        watching for that); False if the lock went away first: render it ourselves."""
+        redis = self.store.redis
+        watcher = lock + ":watch"
+        window = LOCK_MS + 1000 + self._edit_delay_ms()
+        if not await redis.set(watcher, "1", nx=True, px=window):
+            return True
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + window / 1000
+            while loop.time() < deadline:
+                if not await redis.exists(self._dirty_key(release_id)):
+                    return True
+                if not await redis.exists(lock):
+                    return False
+                await asyncio.sleep(0.02)
+            return False
+        finally:
+            await redis.delete(watcher)
+
+    async def _keep_lock(self, lock: str, token: str) -> None:
+        """Renew the render lock while this task holds it; a failed renewal is retried."""
+        while True:
+            await asyncio.sleep(LOCK_MS / 3000)
+            try:
+                if not await self._renew_lock(keys=[lock], args=[token, LOCK_MS]):
+                    return  # lost (the worker was paused past the lease): nothing to keep
+            except RedisError as err:
+                log.warning("could not renew the render lock %s: %s", lock, err)
 
     async def ensure_posted(self, release_id: str, *, wait: float = 15.0) -> Release | None:
         """The release once its message exists (deploy details go in its thread).
@@ -112,7 +163,7 @@ class Renderer:
             release = await self.store.release(release_id)
             if release is None or release.message_ts is not None or loop.time() >= deadline:
                 return release
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
 
     async def _render_once(self, release_id: str) -> None:
         release = await self.store.release(release_id)
@@ -149,7 +200,7 @@ class Renderer:
                 # the next pass (after Retry-After) renders whatever is current by then; the
                 # mark must outlive the wait
                 await self.store.redis.set(
-                    self._dirty_key(release_id), "1", px=LOCK_MS * 2 + self._edit_delay_ms()
+                    self._dirty_key(release_id), "1", px=DIRTY_MS + self._edit_delay_ms()
                 )
                 return
         await self.store.redis.set(shown_key, digest)
