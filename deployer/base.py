@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -142,6 +143,27 @@ class HealthResult:
         """For callers that prefer an exception over checking ``healthy``."""
         if not self.healthy:
             raise HealthCheckFailed(self.detail)
+
+
+class HealthProgress:
+    """One backend's health wait: the "health" step, reported without repeating itself,
+    and the HealthResult it ends with."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+        self.started = time.monotonic()
+        self.attempts = 0
+        self._reported: str | None = None
+
+    async def report(self, status: StepStatus, detail: str) -> None:
+        if status is StepStatus.RUNNING and detail == self._reported:
+            return  # a poll that changes nothing is not worth a Slack update
+        self._reported = detail
+        await self._reporter.step("health", status, detail)
+
+    async def result(self, healthy: bool, detail: str) -> HealthResult:
+        await self.report(StepStatus.OK if healthy else StepStatus.FAILED, detail)
+        return HealthResult(healthy, detail, self.attempts, time.monotonic() - self.started)
 
 
 def format_seconds(seconds: float) -> str:

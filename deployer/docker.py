@@ -28,6 +28,7 @@ from deployer.base import (
     DeployerError,
     DeployError,
     DeployTarget,
+    HealthProgress,
     HealthResult,
     Reporter,
     format_seconds,
@@ -560,21 +561,10 @@ class DockerBackend:
         *,
         timeout: float,  # noqa: ASYNC109 (the NativeHealth protocol's signature)
     ) -> HealthResult:
-        started = time.monotonic()
+        progress = HealthProgress(reporter)
+        started = progress.started
         deadline = started + timeout
-        attempts = 0
-        reported: str | None = None
-
-        async def report(status: StepStatus, detail: str) -> None:
-            nonlocal reported
-            if status is StepStatus.RUNNING and detail == reported:
-                return  # a poll that changes nothing is not worth a Slack update
-            reported = detail
-            await reporter.step("health", status, detail)
-
-        async def result(healthy: bool, detail: str) -> HealthResult:
-            await report(StepStatus.OK if healthy else StepStatus.FAILED, detail)
-            return HealthResult(healthy, detail, attempts, time.monotonic() - started)
+        report, result = progress.report, progress.result
 
         try:
             survey = await self._survey(target)
@@ -586,7 +576,7 @@ class DockerBackend:
             return await result(False, f"{where}, not {target.short_sha}")
 
         while True:
-            attempts += 1
+            progress.attempts += 1
             try:
                 await self._api.run(c.reload)
             except DockerError as err:

@@ -37,6 +37,7 @@ from deployer.base import (
     DeployerError,
     DeployError,
     DeployTarget,
+    HealthProgress,
     HealthResult,
     Reporter,
     format_seconds,
@@ -653,21 +654,10 @@ class SwarmBackend:
         timeout: float,  # noqa: ASYNC109 (the NativeHealth protocol's signature)
     ) -> HealthResult:
         ref = self.image_ref(target)
-        started = time.monotonic()
+        progress = HealthProgress(reporter)
+        started = progress.started
         deadline = started + timeout
-        attempts = 0
-        reported: str | None = None
-
-        async def report(status: StepStatus, detail: str) -> None:
-            nonlocal reported
-            if status is StepStatus.RUNNING and detail == reported:
-                return  # a poll that changes nothing is not worth a Slack update
-            reported = detail
-            await reporter.step("health", status, detail)
-
-        async def result(healthy: bool, detail: str) -> HealthResult:
-            await report(StepStatus.OK if healthy else StepStatus.FAILED, detail)
-            return HealthResult(healthy, detail, attempts, time.monotonic() - started)
+        report, result = progress.report, progress.result
 
         try:
             service = await self._read_service()
@@ -681,7 +671,7 @@ class SwarmBackend:
             known = frozenset(str(t.get("ID")) for t in tasks)
             await report(StepStatus.RUNNING, f"waiting for the tasks of {ref}")
             while True:
-                attempts += 1
+                progress.attempts += 1
                 service, tasks = await self._snapshot(service_id)
                 tally = _tally(service, tasks, ref, known)
                 state, message = _update_state(service)
