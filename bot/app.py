@@ -177,7 +177,3 @@ def build_worker(
 
 def make_store(redis: Redis, namespace: str = "default") -> Store:
     return Store(redis, Keys(namespace))
-
-
-async def wait_forever(stop: asyncio.Event) -> None:
-    await stop.wait()

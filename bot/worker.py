@@ -175,7 +175,13 @@ class Worker:
     async def _ack(self, entry_id: str) -> None:
         """Acknowledge a finished job, unless another worker reclaimed it meanwhile (then
         it is theirs to finish and acknowledge)."""
-        if not await self._ack_if_owned(**self._owned_args(entry_id)):
+        try:
+            acked = await self._ack_if_owned(**self._owned_args(entry_id))
+        except RedisError as err:
+            # the job stays pending and is reclaimed later; jobs are idempotent
+            log.warning("could not acknowledge job %s (%s); it will run again", entry_id, err)
+            return
+        if not acked:
             log.info("job %s was reclaimed by another worker; leaving it to them", entry_id)
 
     async def _keep_claimed(self, entry_id: str) -> None:
@@ -251,6 +257,9 @@ class Worker:
                     lease, self.name, nx=True, px=max(1, int(every * 1000 * 0.9))
                 ):
                     await self._collect({})
+            except RedisError as err:
+                # an outage: one line per poll, not a traceback a second
+                log.warning("poll collect skipped, Redis unreachable (%s)", err)
             except Exception:
                 log.exception("poll collect failed; trying again in %.0fs", every)
             with contextlib.suppress(asyncio.TimeoutError):

@@ -173,11 +173,6 @@ def cancel(env: EnvState, release: Release, *, by: str, at: float) -> Change:
     return Change(env=new_env, releases=(cancelled,))
 
 
-def released_elsewhere(env: EnvState, release: Release) -> EnvState:
-    """A release that ended without deploying (cancelled, superseded) frees the environment."""
-    return replace(env, active_release=_clear(env.active_release, release.id))
-
-
 def _clear(current: str | None, release_id: str) -> str | None:
     return None if current == release_id else current
 

@@ -300,19 +300,6 @@ def test_finished_unhealthy_never_marks_what_runs() -> None:
     assert after.rolled_back_shas == frozenset()
 
 
-def test_released_elsewhere_frees_only_its_own_release() -> None:
-    """released_elsewhere clears active_release only when it names the release."""
-    env = env_state(("prod-1", A), active_release="prod-2")
-    assert (
-        environment.released_elsewhere(env, release(S.CANCELLED, rid="prod-2")).active_release
-        is None
-    )
-    assert (
-        environment.released_elsewhere(env, release(S.CANCELLED, rid="prod-3")).active_release
-        == "prod-2"
-    )
-
-
 @pytest.mark.parametrize("state", [S.COLLECTING, S.AWAITING_APPROVAL, S.BLOCKED, S.APPROVED])
 def test_cancel_frees_batch_or_active(state: ReleaseState) -> None:
     """cancel() ends a batch or a deciding release and clears whichever slot held it."""
