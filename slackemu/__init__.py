@@ -5,7 +5,7 @@ See ``SlackEmulator`` for the entry point; the rest is exported for type hints.
 
 from slackemu.delivery import SLACK_RETRY_DELAYS
 from slackemu.emulator import SlackEmulator
-from slackemu.models import ApiCall, Channel, Delivery, Message, SlashResult, User
+from slackemu.models import ApiCall, Channel, Delivery, Message, SlashResult, User, ViewResult
 from slackemu.responseurls import ResponsePost
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "SlackEmulator",
     "SlashResult",
     "User",
+    "ViewResult",
 ]

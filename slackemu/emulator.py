@@ -12,15 +12,25 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from slackemu import payloads, transcript
+from slackemu import payloads, transcript, views
 from slackemu.browser import DEFAULT_REACTIONS, BrowserView
 from slackemu.delivery import ACK_TIMEOUT, Deliverer
 from slackemu.methods import MethodContext
-from slackemu.models import ApiCall, Channel, Delivery, JSONDict, Message, SlashResult, User
+from slackemu.models import (
+    ApiCall,
+    Channel,
+    Delivery,
+    JSONDict,
+    Message,
+    SlashResult,
+    User,
+    ViewResult,
+)
 from slackemu.ratelimit import RateLimiter
 from slackemu.responseurls import ResponsePost, ResponseUrls
 from slackemu.signing import signed_headers
 from slackemu.socketmode import SocketModeServer
+from slackemu.views import View
 from slackemu.webapi import WebApi
 from slackemu.workspace import SLACKBOT_ID, Identity, Workspace
 
@@ -218,6 +228,7 @@ class SlackEmulator:
         body, trigger = payloads.slash_command_body(
             self.identity, user=u, channel=ch, command=command, text=text, response_url=url
         )
+        self.workspace.views.issue(trigger, u.id)
         d = await self._deliverer.deliver(
             body, "application/x-www-form-urlencoded", kind="slash_command"
         )
@@ -310,12 +321,63 @@ class SlackEmulator:
             action_ts=self.workspace.next_ts(),
             response_url=url,
         )
+        self.workspace.views.issue(str(payload["trigger_id"]), u.id)
         d = await self._deliverer.deliver(
             payloads.form_payload(payload),
             "application/x-www-form-urlencoded",
             kind="block_actions",
         )
         return d.status or 0
+
+    def open_view(self, user: str) -> View | None:
+        """The modal ``user`` has open, if the app opened one for them."""
+        return self.workspace.views.open.get(self._user(user).id)
+
+    async def submit_view(self, user: str, values: Mapping[str, str]) -> ViewResult:
+        """``user`` types ``values`` (by action_id) into their open modal and presses submit.
+
+        As in Slack, a required input left empty never leaves the client; otherwise the
+        app's answer decides: an empty ack closes the modal, ``response_action: errors``
+        keeps it open with the errors shown under the inputs.
+        """
+        u = self._user(user)
+        view = self.workspace.views.open.get(u.id)
+        if view is None:
+            raise LookupError(f"{user} has no modal open")
+        state, errors = views.state_values(view, dict(values))
+        if errors:
+            return ViewResult(status=0, closed=False, errors=errors)
+        trigger = self.workspace.views.issue(payloads.trigger_id(), u.id)
+        payload = views.view_submission_payload(
+            view,
+            user=u,
+            team_id=self.identity.team_id,
+            team_domain=self.identity.team_domain,
+            app_id=self.identity.app_id,
+            bot_id=self.identity.bot_id,
+            values=state,
+            token=payloads.VERIFICATION_TOKEN,
+            trigger_id=trigger,
+        )
+        d = await self._deliverer.deliver(
+            payloads.form_payload(payload),
+            "application/x-www-form-urlencoded",
+            kind="view_submission",
+        )
+        if d.failure is not None:
+            # Slack keeps the modal open and says it could not reach the app
+            return ViewResult(status=d.status or 0, closed=False, errors={}, failure=d.failure)
+        answer = _json_object(d.response_body)
+        action = answer.get("response_action")
+        if action == "errors" and isinstance(answer.get("errors"), dict):
+            shown = {str(k): str(v) for k, v in answer["errors"].items()}
+            return ViewResult(status=d.status or 0, closed=False, errors=shown)
+        self.workspace.views.close(u.id)
+        return ViewResult(status=d.status or 0, closed=True, errors={})
+
+    def close_view(self, user: str) -> None:
+        """``user`` presses the modal's close button (no view_closed: shipmate does not ask)."""
+        self.workspace.views.close(self._user(user).id)
 
     async def post_as_user(
         self, user: str, channel: str, text: str, *, thread_ts: str | None = None
@@ -523,6 +585,14 @@ def _parse_ack(d: Delivery) -> JSONDict | None:
                 data["response_type"] = "ephemeral"
             return data
     return {"text": body, "response_type": "ephemeral"}
+
+
+def _json_object(body: str) -> JSONDict:
+    try:
+        data = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _describe(predicate: Callable[[], object]) -> str:

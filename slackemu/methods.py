@@ -14,6 +14,7 @@ from typing import Any
 
 from slackemu import payloads
 from slackemu.models import Channel, JSONDict, Message, User
+from slackemu.views import ViewError
 from slackemu.workspace import Workspace
 
 Args = dict[str, Any]
@@ -359,6 +360,16 @@ def conversations_replies(ctx: MethodContext, args: Args) -> JSONDict:
     }
 
 
+def views_open(ctx: MethodContext, args: Args) -> JSONDict:
+    try:
+        view = ctx.ws.views.open_view(_str(args, "trigger_id"), args.get("view"))
+    except ViewError as exc:
+        extra = {"response_metadata": {"messages": [exc.detail]}} if exc.detail else {}
+        raise ApiError(exc.error, **extra) from None
+    ident = ctx.ws.identity
+    return {"ok": True, "view": view.to_json(ident.team_id, ident.app_id, ident.bot_id, {})}
+
+
 METHODS: dict[str, Method] = {
     "auth.test": auth_test,
     "chat.postMessage": chat_post_message,
@@ -374,4 +385,5 @@ METHODS: dict[str, Method] = {
     "conversations.info": conversations_info,
     "conversations.history": conversations_history,
     "conversations.replies": conversations_replies,
+    "views.open": views_open,
 }

@@ -137,6 +137,19 @@ class ApiCall:
 
 
 @dataclass(frozen=True)
+class ViewResult:
+    """What a person saw after pressing a modal's submit button."""
+
+    status: int
+    #: the modal closed (the app acked without errors)
+    closed: bool
+    #: errors shown under the inputs, by block_id (from the client or the app)
+    errors: dict[str, str]
+    #: the delivery failed (the app did not answer); Slack keeps the modal open
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
 class SlashResult:
     """What the invoker of a slash command saw right after pressing enter."""
 
@@ -160,7 +173,8 @@ class Delivery:
     ``retry_attempt``.
     """
 
-    kind: str  # "event" | "slash_command" | "block_actions" | "url_verification" | "raw"
+    #: "event" | "slash_command" | "block_actions" | "view_submission" | "url_verification" | "raw"
+    kind: str
     attempt: int  # 0 for the first delivery, then the X-Slack-Retry-Num we sent
     status: int | None  # None when there was no HTTP answer (timeout, connection failure)
     failure: str | None  # the X-Slack-Retry-Reason this attempt would cause, if it failed

@@ -27,6 +27,7 @@ from slackemu.models import Delivery, JSONDict
 ENVELOPE_TYPES = {
     "slash_command": "slash_commands",
     "block_actions": "interactive",
+    "view_submission": "interactive",
     "event": "events_api",
 }
 #: The emulator accepts a ticket once, within this many seconds of apps.connections.open.
@@ -43,7 +44,11 @@ def envelope_payload(kind: str, body: bytes) -> JSONDict:
         payload = json.loads(body)
     else:
         fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
-        payload = json.loads(fields["payload"]) if kind == "block_actions" else fields
+        payload = (
+            json.loads(fields["payload"])
+            if kind in ("block_actions", "view_submission")
+            else fields
+        )
     if not isinstance(payload, dict):
         raise ValueError(f"{kind} body is not a JSON object")
     return payload
@@ -197,7 +202,8 @@ class SocketModeServer:
             "envelope_id": envelope_id,
             "type": envelope_type,
             "payload": payload,
-            "accepts_response_payload": envelope_type == "slash_commands",
+            "accepts_response_payload": envelope_type == "slash_commands"
+            or payload.get("type") == "view_submission",
         }
         if envelope_type == "events_api":
             envelope["retry_attempt"] = attempt

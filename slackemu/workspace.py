@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slackemu.models import Channel, JSONDict, Message, User
+from slackemu.views import Views
 
 SLACKBOT_ID = "USLACKBOT"
 
@@ -38,6 +39,7 @@ class Workspace:
         self._messages: dict[str, dict[str, Message]] = {}
         self._ephemerals: dict[str, list[Message]] = {}
         self._last_micros = 0
+        self.views = Views()
         self.add_user(identity.bot_user_id, name=identity.bot_name, is_bot=True)
         self.add_user(SLACKBOT_ID, name="Slackbot", is_bot=True)
 
