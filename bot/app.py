@@ -114,7 +114,13 @@ async def start_web(
         clock=clock,
     )
     # without a signing secret (Socket Mode) bolt could not verify requests to /slack/events
-    web_app = create_web_app(bolt, store, github=github, serve_slack_events=bool(signing_secret))
+    web_app = create_web_app(
+        bolt,
+        store,
+        github=github,
+        serve_slack_events=bool(signing_secret),
+        environments=list(config.environments),
+    )
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bot.config import Config, ConfigError, check_config, load_config
 from bot.durations import parse_duration
+from bot.logs import configure, log_format
 from bot.settings import Settings, SettingsError
 
 log = logging.getLogger("shipmate")
@@ -143,10 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file and print what is wrong")
     check.add_argument("path", nargs="?", default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        fmt = log_format(args.command, os.environ)
+    except ValueError as err:
+        print(f"shipmate {args.command}: {err}", file=sys.stderr)
+        return 2
+    configure(fmt, os.environ.get("LOG_LEVEL", "INFO"))
 
     if args.command == "check-config":
         path = Path(args.path or os.environ.get("SHIPMATE_CONFIG", "shipmate.yml"))

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from bot.config import load_config
 from bot.local import LocalStack, start_stack
+from domain.render import APPROVE_ACTION, BLOCK_ACTION, BLOCK_REASON_INPUT, UNBLOCK_ACTION
 from slackemu import Message, SlackEmulator
 
 CHANNEL = "C0RELEASES"
@@ -356,15 +357,19 @@ async def _story(stack: LocalStack, repo: DemoRepo, stage: Stage) -> None:
     print(f"  Slack answers: {result.text}")
     await _wait_text(emu, batch.ts, "waiting for approval")
 
-    say("Bob blocks it with :no_entry:, then thinks better of it and removes the block.")
-    await emu.add_reaction(BOB, CHANNEL, batch.ts, "no_entry")
-    await _wait_text(emu, batch.ts, "is blocked")
-    await emu.remove_reaction(BOB, CHANNEL, batch.ts, "no_entry")
+    say("Bob clicks Block and says why; once it is checked he clicks Lift my block.")
+    await emu.click_button(BOB, CHANNEL, batch.ts, BLOCK_ACTION)
+    await emu.wait_for(lambda: emu.open_view(BOB), timeout=STEP_TIMEOUT, what="the block form")
+    await emu.submit_view(BOB, {BLOCK_REASON_INPUT: "Is rounding half-even what finance wants?"})
+    blocked = await _wait_text(emu, batch.ts, "is blocked")
+    print(_show(blocked))
+    await emu.click_button(BOB, CHANNEL, batch.ts, UNBLOCK_ACTION)
     await _wait_text(emu, batch.ts, "waiting for approval")
 
-    say("Alice, Bob and Carol approve with :white_check_mark:.")
-    for user in (ALICE, BOB, CAROL):
-        await emu.add_reaction(user, CHANNEL, batch.ts, "white_check_mark")
+    say("Alice approves with :white_check_mark:, Bob and Carol with the Approve button.")
+    await emu.add_reaction(ALICE, CHANNEL, batch.ts, "white_check_mark")
+    for user in (BOB, CAROL):
+        await emu.click_button(user, CHANNEL, batch.ts, APPROVE_ACTION)
     await _wait_text(emu, batch.ts, "is live on")
     print(_show(emu.message(CHANNEL, batch.ts)))
 

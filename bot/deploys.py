@@ -19,6 +19,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.locks import DeployLocks, Lease, LockLost
+from bot.logs import bind
+from bot.metrics import (
+    APPROVAL_WAIT,
+    DEPLOY_SECONDS,
+    DEPLOYS,
+    RECORDER,
+    ROLLBACK_SECONDS,
+    ROLLBACKS,
+    Recorder,
+)
 from bot.renderer import Renderer
 from bot.slackapi import SlackGateway
 from bot.store import Job, Snapshot, Store, Write
@@ -145,7 +155,9 @@ class DeployRunner:
         *,
         clock: Callable[[], float] = time.time,
         lock_wait: float = 600.0,
+        metrics: Recorder | None = None,
     ) -> None:
+        self.metrics = metrics or RECORDER
         self.store = store
         self.locks = locks
         self.renderer = renderer
@@ -161,6 +173,10 @@ class DeployRunner:
         Raises LockLost when the lease ran out under this worker (it stopped its deploy;
         the job must stay pending so whoever holds the lock next finishes the release).
         """
+        with bind(release=release_id, env=self._env(release_id)):
+            await self._run(release_id)
+
+    async def _run(self, release_id: str) -> None:
         release = await self.store.release(release_id)
         if release is None or release.state not in _RUNNABLE:
             return  # already done or never approved: a repeated job is a no-op
@@ -226,7 +242,8 @@ class DeployRunner:
         """
         at = self.clock()
 
-        def decide(snap: Snapshot) -> tuple[Write | None, Release | None]:
+        def decide(snap: Snapshot) -> tuple[Write | None, tuple[Release, bool] | None]:
+            """The claimed release, and whether this is its first deploy start."""
             current = snap.get(release_id)
             if current is None:
                 return None, None
@@ -238,7 +255,8 @@ class DeployRunner:
                 # the rollback goes on under this lease (the fence is who owns the deploy,
                 # not a state of the release)
                 resumed = replace(current, fence=lease.fence, updated_at=at)
-                return Write(releases=[resumed]), resumed
+                return Write(releases=[resumed]), (resumed, False)
+            first = current.state is S.APPROVED
             if current.state in (S.DEPLOYING, S.VERIFYING):
                 # a worker died mid-deploy: start over; deploys are idempotent
                 current = rel.apply(
@@ -255,9 +273,18 @@ class DeployRunner:
             started = rel.apply(
                 current, rel.StartDeploy(fence=lease.fence, previous_sha=previous), at=at
             )
-            return Write(releases=[started]), started
+            return Write(releases=[started]), (started, first)
 
-        return await self.store.update(self._env(release_id), decide, extra=[release_id])
+        claimed = await self.store.update(self._env(release_id), decide, extra=[release_id])
+        if claimed is None:
+            return None
+        release, first = claimed
+        # once per release: a deploy started over after its worker died waited no longer
+        frozen, approved = release.frozen_at, release.approved_at
+        measured = first and release.kind is ReleaseKind.RELEASE
+        if measured and frozen is not None and approved is not None:
+            self.metrics.observe(APPROVAL_WAIT, approved - frozen, env=release.env)
+        return release
 
     def _env(self, release_id: str) -> str:
         return release_id.rsplit("-", 1)[0]
@@ -289,14 +316,22 @@ class DeployRunner:
         instead of leaving it deploying (which would block every later release)."""
         at = self.clock()
 
-        def decide(snap: Snapshot) -> tuple[Write | None, None]:
+        def decide(snap: Snapshot) -> tuple[Write | None, Release | None]:
             current = snap.get(release_id)
             if current is None or current.is_terminal or current.state is S.COLLECTING:
                 return None, None
             failed = rel.apply(current, rel.GiveUp(reason=reason), at=at)
-            return Write(env=self._after_failure(snap.env, failed), releases=[failed]), None
+            return Write(env=self._after_failure(snap.env, failed), releases=[failed]), current
 
-        await self.store.update(self._env(release_id), decide, extra=[release_id])
+        given_up = await self.store.update(self._env(release_id), decide, extra=[release_id])
+        if given_up is None:
+            return
+        if given_up.state is S.ROLLING_BACK:
+            self.metrics.inc(ROLLBACKS, env=given_up.env, trigger="automatic", outcome="gave_up")
+        elif given_up.kind is ReleaseKind.ROLLBACK:
+            self.metrics.inc(ROLLBACKS, env=given_up.env, trigger="manual", outcome="gave_up")
+        else:
+            self.metrics.inc(DEPLOYS, env=given_up.env, outcome="gave_up")
 
     async def thread(self, release: Release, text: str) -> None:
         """Queue a line for the release's thread; it goes out in order, in the background,
@@ -340,6 +375,7 @@ class DeployRunner:
                 rel.MarkFailed(reason=why),
                 env_change=lambda snap, r: self._after_failure(snap.env, r),
             )
+            self._deploy_ended(failed, healthy=False)
             tail = ""
             if failed.kind is ReleaseKind.RELEASE:
                 tail = " Nothing to roll back to: this was the first release there."
@@ -348,10 +384,14 @@ class DeployRunner:
             return
         # failed and rolling back in one write, so no /release slips in between
         rolling = await self.transition(release, lease, rel.StartRollback(reason=why))
+        self._deploy_ended(rolling, healthy=False)
         await self.thread(rolling, f":x: {why}. Rolling back to `{previous[:7]}`.")
         await self._roll_back(rolling, lease, runtime)
 
     async def _roll_back(self, rolling: Release, lease: Lease, runtime: EnvironmentRuntime) -> None:
+        """Put ``rolling.previous_sha`` back. Its duration counts from ``rolling.updated_at``:
+        the failed deploy's end, or, for a rollback resumed from a worker that stopped, the
+        moment this worker took it over."""
         previous = rolling.previous_sha
         assert previous is not None  # StartRollback requires it
         healthy, detail = await self._ship(rolling, lease, previous, runtime, prefix="rollback: ")
@@ -361,6 +401,7 @@ class DeployRunner:
             rel.FinishRollback(healthy=healthy, detail=detail),
             env_change=lambda snap, r: self._after_failure(snap.env, r),
         )
+        self._rolled_back(done, started=rolling.updated_at, healthy=healthy)
         log.info(
             "release %s: rolled back to %s under fence %d (%s)",
             done.id,
@@ -449,12 +490,37 @@ class DeployRunner:
             env_change=lambda snap, r: environment.went_live(snap.env, r, at=at),
         )
         log.info("release %s is live (%s, fence %d)", live.id, live.head_sha, lease.fence)
+        self._deploy_ended(live, healthy=True)
         sha = f"`{(live.head_sha or '')[:7]}`"
         if live.kind is ReleaseKind.ROLLBACK:
             text = f":leftwards_arrow_with_hook: Rollback {live.id} is done: *{live.env}* runs {sha} again and it is healthy."
         else:
             text = f":rocket: Release {live.id} is live on *{live.env}* ({sha})."
         await self.thread(live, text)
+
+    def _deploy_ended(self, release: Release, *, healthy: bool) -> None:
+        """Count a deploy that just ended (live, or failed with or without a rollback to
+        follow): a release's in the deploy figures, a manual /rollback's in the rollback ones."""
+        took = None
+        if release.deploy_started_at is not None:
+            took = (release.finished_at or release.updated_at) - release.deploy_started_at
+        if release.kind is ReleaseKind.ROLLBACK:
+            outcome = "healthy" if healthy else "unhealthy"
+            self._count_rollback(release.env, "manual", outcome, took)
+            return
+        outcome = "live" if healthy else "failed"
+        self.metrics.inc(DEPLOYS, env=release.env, outcome=outcome)
+        if took is not None:
+            self.metrics.observe(DEPLOY_SECONDS, took, env=release.env, outcome=outcome)
+
+    def _rolled_back(self, done: Release, *, started: float, healthy: bool) -> None:
+        took = (done.finished_at or done.updated_at) - started
+        self._count_rollback(done.env, "automatic", "healthy" if healthy else "unhealthy", took)
+
+    def _count_rollback(self, env: str, trigger: str, outcome: str, took: float | None) -> None:
+        self.metrics.inc(ROLLBACKS, env=env, trigger=trigger, outcome=outcome)
+        if took is not None:
+            self.metrics.observe(ROLLBACK_SECONDS, took, env=env, trigger=trigger, outcome=outcome)
 
     def _after_failure(self, env: EnvState, release: Release) -> EnvState:
         env = environment.finished_unhealthy(env, release)

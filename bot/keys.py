@@ -49,6 +49,15 @@ class Keys:
     def dead_letters(self) -> str:
         return f"{self.prefix}jobs:dead"
 
+    @property
+    def audit(self) -> str:
+        """Every decision, append-only (a Redis stream written with the decision itself)."""
+        return f"{self.prefix}audit"
+
+    @property
+    def state_counts(self) -> str:
+        return f"{self.prefix}stats:states"
+
     def dedupe(self, source: str, delivery_id: str) -> str:
         return f"{self.prefix}seen:{source}:{delivery_id}"
 

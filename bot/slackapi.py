@@ -18,6 +18,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot.metrics import RECORDER, SLACK_CALLS, SLACK_ERRORS, SLACK_RATE_LIMITED, Recorder
+
 log = logging.getLogger(__name__)
 
 #: never wait longer than this for one 429 (Slack's Retry-After is seconds, rarely minutes)
@@ -43,12 +45,24 @@ def retry_after(err: SlackApiError) -> float | None:
         return 1.0
 
 
+def _error_code(err: SlackApiError) -> str:
+    """Slack's error code ("channel_not_found", …), a short, bounded label value."""
+    response = err.response
+    code = response.get("error") if response is not None else None
+    return str(code)[:64] if code else f"http_{response.status_code if response is not None else 0}"
+
+
 class SlackGateway:
     def __init__(
-        self, client: AsyncWebClient, *, clock: Callable[[], float] = time.monotonic
+        self,
+        client: AsyncWebClient,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: Recorder | None = None,
     ) -> None:
         self.client = client
         self._clock = clock
+        self.metrics = metrics or RECORDER
         #: per method: the monotonic time before which no call may be made
         self._not_before: dict[str, float] = {}
         self.calls = 0
@@ -75,17 +89,24 @@ class SlackGateway:
         while True:
             await self._wait_turn(method)
             self.calls += 1
+            self.metrics.inc(SLACK_CALLS, method=method)
             try:
                 return await fn(**kwargs)
             except SlackApiError as err:
                 wait = retry_after(err)
                 if wait is None:
+                    self.metrics.inc(SLACK_ERRORS, method=method, error=_error_code(err))
                     raise
                 self.rate_limited += 1
+                self.metrics.inc(SLACK_RATE_LIMITED, method=method)
                 self._not_before[method] = self._clock() + wait
                 log.warning("slack rate limit", extra={"method": method, "retry_after": wait})
                 if not replay:
                     raise RateLimited(method, wait) from err
+            except Exception as err:
+                # no answer from Slack at all (connection refused, timeout): named by its type
+                self.metrics.inc(SLACK_ERRORS, method=method, error=type(err).__name__)
+                raise
 
     async def post(self, channel: str, text: str, **kwargs: Any) -> AsyncSlackResponse:
         return await self.call(

@@ -3,9 +3,10 @@
 Every change is an optimistic transaction in two round trips. A Lua script reads an
 environment with the releases it points at; the caller decides with ``domain``; a
 second script checks that nothing it read has changed since (by version), then writes
-the new documents, the message index, the jobs and the de-duplication mark in one
-step. A write based on stale state is refused and the decision is made again, so a
-release can never be approved twice, deployed twice or half-applied.
+the new documents, the message index, the jobs, the de-duplication mark and the audit
+entries saying what was decided (``domain.audit``) in one step. A write based on stale
+state is refused and the decision is made again, so a release can never be approved
+twice, deployed twice or half-applied, nor a decision be recorded without its audit entry.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -21,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.keys import DEDUPE_TTL_SECONDS, JOBS_GROUP, JOBS_MAXLEN, Keys
+from domain import audit
 from domain.codec import env_from_doc, env_to_doc, release_from_doc, release_to_doc
 from domain.models import EnvState, Release
 
@@ -102,15 +105,59 @@ if stale then
   for i = 1, #fresh do reply[#reply + 1] = fresh[i] end
   return reply
 end
+-- Redis does not undo a script's earlier writes when a later command fails, so anything
+-- that could fail for a wrong key type is checked before the first write
+local function holds(key, kind)
+  local t = redis.call('TYPE', key)['ok']
+  return t == 'none' or t == kind
+end
+if p.audit and not holds(p.audit_key, 'stream') then
+  return redis.error_reply('WRONGTYPE ' .. p.audit_key .. ' is not a stream; nothing written')
+end
+if p.counts and not holds(p.counts_key, 'hash') then
+  return redis.error_reply('WRONGTYPE ' .. p.counts_key .. ' is not a hash; nothing written')
+end
 for _, w in ipairs(p.docs) do redis.call('SET', w[1], w[3]) end
 for _, kv in ipairs(p.index) do redis.call('SET', kv[1], kv[2]) end
 for _, job in ipairs(p.jobs) do
   redis.call('XADD', p.stream, 'MAXLEN', '~', p.maxlen, '*', unpack(job))
 end
 if p.dedupe ~= cjson.null then redis.call('SET', p.dedupe, '1', 'EX', p.ttl) end
+if p.audit then
+  for _, entry in ipairs(p.audit) do
+    if p.audit_maxlen > 0 then
+      redis.call('XADD', p.audit_key, 'MAXLEN', '~', p.audit_maxlen, '*', unpack(entry))
+    else
+      redis.call('XADD', p.audit_key, '*', unpack(entry))
+    end
+  end
+end
+if p.counts then
+  for _, f in ipairs(p.counts) do redis.call('HINCRBY', p.counts_key, f, 1) end
+end
 return {'ok'}
 """
 )
+
+# The newest releases of an environment, newest first: ids are "<env>-<n>" from one counter
+# and release documents are never deleted, so walking down from the counter finds them with
+# no index. Ids that were handed out but never written (a refused /rollback) are skipped;
+# ``scan`` bounds the walk.
+_RECENT = """
+local prefix, env, want, scan = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local n = tonumber(redis.call('GET', prefix .. 'seq:' .. env) or '0')
+local out = {redis.call('GET', prefix .. 'env:' .. env) or false, n}
+local found, i = 0, n
+while i > 0 and found < want and n - i < scan do
+  local raw = redis.call('GET', prefix .. 'release:' .. env .. '-' .. i)
+  if raw then
+    out[#out + 1] = raw
+    found = found + 1
+  end
+  i = i - 1
+end
+return out
+"""
 
 
 class Conflict(Exception):
@@ -153,6 +200,16 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Recent:
+    """An environment and its newest releases (newest first), for ``/history``."""
+
+    env: EnvState
+    releases: Sequence[Release]
+    #: how many release ids the environment has handed out
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class Write:
     """What one decision writes. ``env`` None leaves the environment untouched."""
 
@@ -161,6 +218,8 @@ class Write:
     jobs: Sequence[Job] = ()
     #: (channel, ts, release id) message index entries
     messages: Sequence[tuple[str, str, str]] = ()
+    #: who asked for this write, for audit entries the state cannot attribute (``/unlock``)
+    actor: str | None = None
 
 
 Decide = Callable[[Snapshot], tuple[Write | None, T]]
@@ -180,11 +239,24 @@ class Store:
     two, and a stale one costs nothing extra. Correctness never depends on the cache.
     """
 
-    def __init__(self, redis: Redis, keys: Keys | None = None, *, cache: bool = False) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys | None = None,
+        *,
+        cache: bool = False,
+        audit_maxlen: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``audit_maxlen``: keep about that many audit entries (approximate trimming); the
+        default None keeps every one, since an audit trail that forgets is not one."""
         self.redis = redis
         self.keys = keys or Keys()
+        self.audit_maxlen = audit_maxlen
+        self.clock = clock
         self._read = redis.register_script(_READ)
         self._write = redis.register_script(_WRITE)
+        self._recent = redis.register_script(_RECENT)
         self._cache: _SnapshotCache | None = _SnapshotCache() if cache else None
 
     async def snapshot(
@@ -279,6 +351,7 @@ class Store:
         jobs = list(write.jobs)
         written_env: EnvState | None = None
         written: list[Release] = []
+        pairs: list[tuple[Release | None, Release]] = []
         if write.env is not None:
             expected = snap.env.version
             written_env = replace(write.env, version=expected + 1)
@@ -290,6 +363,7 @@ class Store:
             expected = before.version if before else 0
             new = replace(release, version=expected + 1)
             written.append(new)
+            pairs.append((before, new))
             docs.append([self.keys.release(release.id), expected, json.dumps(release_to_doc(new))])
             jobs.append(render_job(release.id))
         for channel, ts, rid in write.messages:
@@ -309,6 +383,17 @@ class Store:
             "ttl": DEDUPE_TTL_SECONDS,
             "read": [self.keys.prefix, env or snap.env.name, msg, list(extra)],
         }
+        # what the write means, from the versions it replaces: if the versions are stale the
+        # script refuses the write and these entries with it
+        entries = audit.entries(snap.env, written_env, pairs, at=self.clock(), actor=write.actor)
+        if entries:
+            payload["audit"] = [entry.fields() for entry in entries]
+            payload["audit_key"] = self.keys.audit
+            payload["audit_maxlen"] = self.audit_maxlen or 0
+        counts = audit.state_changes(pairs)
+        if counts:
+            payload["counts"] = [f"{e}|{state}" for e, state in counts]
+            payload["counts_key"] = self.keys.state_counts
         reply: list[Any] = await self._write(
             keys=[self.keys.env(snap.env.name)], args=[json.dumps(payload)]
         )
@@ -333,6 +418,21 @@ class Store:
                     await asyncio.wait_for(stop.wait(), timeout=pause)
                 if stop.is_set():
                     return
+
+    async def recent(self, env: str, limit: int, *, scan: int = 200) -> Recent:
+        """The environment and up to ``limit`` of its newest release documents, in one
+        round trip (the collecting batch counts towards ``limit`` when it is among them)."""
+        raw: list[Any] = await self._recent(
+            keys=[self.keys.env(env)], args=[self.keys.prefix, env, limit, scan]
+        )
+        state = env_from_doc(json.loads(raw[0])) if raw[0] else EnvState(name=env)
+        releases = [release_from_doc(json.loads(doc)) for doc in raw[2:]]
+        return Recent(env=state, releases=releases, total=int(raw[1]))
+
+    async def audit_log(self, count: int = 100) -> list[audit.Entry]:
+        """The newest ``count`` audit entries, oldest first."""
+        raw = await self.redis.xrevrange(self.keys.audit, count=count) or []
+        return [audit.Entry.from_fields(_decoded(fields or {})) for _, fields in reversed(raw)]
 
     async def release(self, release_id: str) -> Release | None:
         raw = await self.redis.get(self.keys.release(release_id))
@@ -419,6 +519,10 @@ class _SnapshotCache:
 
 def _pairs(flat: list[str]) -> list[tuple[str, str]]:
     return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+def _decoded(fields: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in fields.items()}
 
 
 def _text(value: Any) -> str:

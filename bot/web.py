@@ -6,16 +6,17 @@ serves /healthz, /metrics and /github/webhook.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
@@ -26,7 +27,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.keys import JOBS_GROUP
+from bot.metrics import FLUSH_EVERY, RECORDER, Flusher, Recorder, scrape
 from bot.store import Store
 from handlers.github import GITHUB_PATH
 from handlers.slack import Deps, register
@@ -129,9 +130,14 @@ def create_web_app(
     *,
     github: Handler | None = None,
     serve_slack_events: bool = True,
+    environments: Sequence[str] = (),
+    metrics: Recorder | None = None,
+    flush_every: float = FLUSH_EVERY,
 ) -> web.Application:
     """``serve_slack_events=False`` leaves POST /slack/events out (Socket Mode without a signing
-    secret, where bolt could not verify a request)."""
+    secret, where bolt could not verify a request). /metrics shows the current releases of
+    ``environments`` and of every environment a release ever changed state in."""
+    recorder = metrics or RECORDER
 
     async def slack_events(request: web.Request) -> web.Response:
         bolt_request = slack_request(await request.read(), request.query_string, request.headers)
@@ -141,35 +147,33 @@ def create_web_app(
         try:
             await store.redis.ping()
         except RedisError as err:
+            recorder.redis_error("web", "healthz")
             return web.json_response({"ok": False, "redis": str(err)}, status=503)
         return web.json_response({"ok": True, "redis": "ok"})
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=await render_metrics(store), content_type="text/plain")
+    async def exposition(_: web.Request) -> web.Response:
+        body = await scrape(
+            store.redis, store.keys, environments=environments, recorder=recorder, process="web"
+        )
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def flushing(_: web.Application) -> AsyncIterator[None]:
+        # what this process counted (its Redis errors, for now) reaches the shared figures
+        stop = asyncio.Event()
+        flusher = Flusher(
+            store.redis, store.keys, process="web", recorder=recorder, every=flush_every
+        )
+        task = asyncio.create_task(flusher.run(stop), name="metrics-flush")
+        yield
+        stop.set()
+        await task
 
     app = web.Application()
+    app.cleanup_ctx.append(flushing)
     if serve_slack_events:
         app.router.add_post(SLACK_PATH, slack_events)
     if github is not None:
         app.router.add_post(GITHUB_PATH, github)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", exposition)
     return app
-
-
-async def render_metrics(store: Store) -> str:
-    lines = ["# TYPE shipmate_up gauge", "shipmate_up 1"]
-    try:
-        depth = await store.redis.xlen(store.keys.jobs)
-        pending: Any = await store.redis.xpending(store.keys.jobs, JOBS_GROUP)
-        lines += [
-            "# TYPE shipmate_jobs_stream_length gauge",
-            f"shipmate_jobs_stream_length {depth}",
-            "# TYPE shipmate_jobs_pending gauge",
-            f"shipmate_jobs_pending {pending['pending'] if pending else 0}",
-            "# TYPE shipmate_redis_up gauge",
-            "shipmate_redis_up 1",
-        ]
-    except RedisError:
-        lines += ["# TYPE shipmate_redis_up gauge", "shipmate_redis_up 0"]
-    return "\n".join(lines) + "\n"

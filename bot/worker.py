@@ -28,6 +28,8 @@ from bot.config import Config
 from bot.deploys import DeployRunner
 from bot.keys import JOBS_GROUP
 from bot.locks import LockLost
+from bot.logs import bind
+from bot.metrics import DEAD_LETTERED, FLUSH_EVERY, JOBS, RECORDER, Flusher, Recorder
 from bot.renderer import Renderer, options_for
 from bot.slackapi import SlackGateway
 from bot.store import Store
@@ -70,8 +72,14 @@ class Worker:
         max_deliveries: int = 5,
         block_ms: int = 1000,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        metrics: Recorder | None = None,
+        flush_every: float = FLUSH_EVERY,
     ) -> None:
         self._on_stop = on_stop
+        self.metrics = metrics or RECORDER
+        self._flusher = Flusher(
+            store.redis, store.keys, process="worker", recorder=self.metrics, every=flush_every
+        )
         self.store = store
         self.config = config
         self.slack = slack
@@ -96,10 +104,15 @@ class Worker:
             "ask_approvals": self._ask_approvals,
             "notice": self._notice,
             "channel_notice": self._channel_notice,
+            "thread": self._thread,
         }
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.store.ensure_group()
+        if not await self._ensure_group(stop):
+            return
+        # stopped after the jobs, so what they counted on their way out is flushed too
+        flushed = asyncio.Event()
+        flusher = asyncio.create_task(self._flusher.run(flushed), name="metrics-flush")
         loops = [
             asyncio.create_task(self._consume(stop), name="consume"),
             asyncio.create_task(self._poll(stop), name="poll"),
@@ -113,8 +126,26 @@ class Worker:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+            flushed.set()
+            await asyncio.gather(flusher, return_exceptions=True)
             if self._on_stop is not None:
                 await self._on_stop()
+
+    async def _ensure_group(self, stop: asyncio.Event) -> bool:
+        """Create the consumer group, waiting out a Redis that is not up yet (a worker
+        started before Redis, or during a restart, must not die); False if told to stop."""
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                await self.store.ensure_group()
+                return True
+            except RedisError as err:
+                self.metrics.redis_error("worker", "start")
+                log.warning("Redis is unreachable (%s); the worker starts once it is back", err)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                delay = min(delay * 2, 5.0)
+        return False
 
     async def _consume(self, stop: asyncio.Event) -> None:
         redis = self.store.redis
@@ -130,6 +161,7 @@ class Worker:
                     block=self.block_ms,
                 )
             except RedisError as err:
+                self.metrics.redis_error("worker", "consume")
                 log.warning("cannot read jobs from Redis (%s); retrying", err)
                 await asyncio.sleep(1.0)
                 continue
@@ -147,27 +179,40 @@ class Worker:
         task.add_done_callback(lambda _: self._slots.release())
 
     async def _handle(self, entry_id: str, fields: Mapping[str, str]) -> None:
+        release = fields.get("release")
+        env = release.rsplit("-", 1)[0] if release else None
+        with bind(job=entry_id, kind=fields.get("kind", ""), release=release, env=env):
+            outcome = await self._run_job(entry_id, fields)
+            self.metrics.inc(JOBS, kind=fields.get("kind", ""), outcome=outcome)
+            if outcome in ("ok", "unknown"):
+                await self._ack(entry_id)
+
+    async def _run_job(self, entry_id: str, fields: Mapping[str, str]) -> str:
+        """Run the job's handler: "ok", "unknown" (no such kind: dropped), or "failed" /
+        "lock_lost" (left pending, to be retried)."""
         kind = fields.get("kind", "")
         handler = self._handlers.get(kind)
         heartbeat = asyncio.create_task(self._keep_claimed(entry_id))
         try:
             if handler is None:
                 log.error("unknown job kind %r; dropping it", kind)
-            else:
-                await handler(fields)
+                return "unknown"
+            await handler(fields)
+            return "ok"
         except asyncio.CancelledError:
             raise
         except LockLost as err:
             log.warning("job %s (%s) stopped: %s; it will be retried", entry_id, kind, err)
-            return
-        except Exception:
+            return "lock_lost"
+        except Exception as err:
+            if isinstance(err, RedisError):
+                self.metrics.redis_error("worker", "job")
             log.exception("job %s (%s) failed; it will be retried", entry_id, kind)
-            return
+            return "failed"
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        await self._ack(entry_id)
 
     def _owned_args(self, entry_id: str) -> dict[str, Any]:
         return {"keys": [self.store.keys.jobs], "args": [JOBS_GROUP, self.name, entry_id]}
@@ -179,6 +224,7 @@ class Worker:
             acked = await self._ack_if_owned(**self._owned_args(entry_id))
         except RedisError as err:
             # the job stays pending and is reclaimed later; jobs are idempotent
+            self.metrics.redis_error("worker", "ack")
             log.warning("could not acknowledge job %s (%s); it will run again", entry_id, err)
             return
         if not acked:
@@ -188,8 +234,10 @@ class Worker:
         """Reset the job's idle time while it runs, so a long deploy is not reclaimed."""
         while True:
             await asyncio.sleep(self.reclaim_idle_ms / 3000)
-            with contextlib.suppress(RedisError):
+            try:
                 await self._touch_if_owned(**self._owned_args(entry_id))
+            except RedisError:
+                self.metrics.redis_error("worker", "heartbeat")
 
     async def _reclaim(self, stop: asyncio.Event) -> None:
         redis = self.store.redis
@@ -207,9 +255,12 @@ class Worker:
                 for entry_id, fields in result[1]:
                     if entry_id in self._running:
                         continue  # its heartbeat was late; it is still running here
-                    if fields and not await self._dead_lettered(entry_id, fields):
+                    with bind(job=entry_id, release=fields.get("release")):
+                        dead = bool(fields) and await self._dead_lettered(entry_id, fields)
+                    if fields and not dead:
                         await self._spawn(entry_id, fields)
             except RedisError as err:
+                self.metrics.redis_error("worker", "reclaim")
                 log.warning("cannot reclaim jobs (%s)", err)
 
     async def _dead_lettered(self, entry_id: str, fields: Mapping[str, str]) -> bool:
@@ -227,6 +278,7 @@ class Worker:
             pipe.xadd(self.store.keys.dead_letters, dead)
             pipe.xack(self.store.keys.jobs, JOBS_GROUP, entry_id)
             await pipe.execute()
+        self.metrics.inc(DEAD_LETTERED, kind=fields.get("kind", ""))
         log.error(
             "job %s (%s) failed %d times; moved to the dead-letter stream",
             entry_id,
@@ -259,6 +311,7 @@ class Worker:
                     await self._collect({})
             except RedisError as err:
                 # an outage: one line per poll, not a traceback a second
+                self.metrics.redis_error("worker", "poll")
                 log.warning("poll collect skipped, Redis unreachable (%s)", err)
             except Exception:
                 log.exception("poll collect failed; trying again in %.0fs", every)
@@ -287,6 +340,13 @@ class Worker:
             text,
             thread_ts=release.message_ts,
         )
+
+    async def _thread(self, fields: Mapping[str, str]) -> None:
+        """A line in the release's thread (a block and its reason, a cancel), for everyone."""
+        release = await self.renderer.ensure_posted(fields["release"])
+        if release is None or release.message_ts is None or release.channel is None:
+            return
+        await self.slack.post(release.channel, fields["text"], thread_ts=release.message_ts)
 
     async def _notice(self, fields: Mapping[str, str]) -> None:
         await self.slack.ephemeral(fields["channel"], fields["user"], fields["text"])

@@ -28,6 +28,11 @@ def can_decide(release: Release, user: str) -> bool:
     return needs_stand_in(release) and user in stand_ins(release)
 
 
+def can_cancel(release: Release, user: str) -> bool:
+    """Whoever asked for the release, and whoever may approve it, may call it off."""
+    return user == release.requested_by or can_decide(release, user)
+
+
 def awaited(release: Release) -> tuple[str, ...]:
     """Involved Slack users who have not approved yet, in the order they appear."""
     seen: list[str] = []

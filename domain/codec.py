@@ -74,6 +74,7 @@ def release_to_doc(r: Release) -> Doc:
         "stand_ins": list(r.stand_ins),
         "approvals": sorted(r.approvals),
         "blocks": sorted(r.blocks),
+        "block_reasons": [list(pair) for pair in r.block_reasons],
         "channel": r.channel,
         "message_ts": r.message_ts,
         "steps": [[s.name, s.status.value, s.detail] for s in r.steps],
@@ -85,6 +86,7 @@ def release_to_doc(r: Release) -> Doc:
         "frozen_at": r.frozen_at,
         "approved_at": r.approved_at,
         "finished_at": r.finished_at,
+        "deploy_started_at": r.deploy_started_at,
     }
 
 
@@ -106,6 +108,8 @@ def release_from_doc(d: Doc) -> Release:
         stand_ins=tuple(d["stand_ins"]),
         approvals=frozenset(d["approvals"]),
         blocks=frozenset(d["blocks"]),
+        # .get: releases stored before these fields existed still load
+        block_reasons=tuple((p[0], p[1]) for p in d.get("block_reasons", ())),
         channel=d["channel"],
         message_ts=d["message_ts"],
         steps=tuple(Step(name=s[0], status=StepStatus(s[1]), detail=s[2]) for s in d["steps"]),
@@ -117,6 +121,7 @@ def release_from_doc(d: Doc) -> Release:
         frozen_at=d["frozen_at"],
         approved_at=d["approved_at"],
         finished_at=d["finished_at"],
+        deploy_started_at=d.get("deploy_started_at"),
     )
 
 

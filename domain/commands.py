@@ -1,5 +1,5 @@
 """The slash-command grammar: ``/release [env]``, ``/rollback [env]``, ``/lock env [reason]``,
-``/unlock [env]``, and ``help`` for each.
+``/unlock [env]``, ``/history [env]``, and ``help`` for each.
 
 User text only ever becomes an environment name checked against the configured ones (and,
 for ``/lock``, a reason that is shown escaped and never executed), so nothing a user types
@@ -24,6 +24,8 @@ class Action(StrEnum):
     ROLLBACK = "rollback"
     LOCK = "lock"
     UNLOCK = "unlock"
+    #: recent releases of an environment, shown only to whoever asked
+    HISTORY = "history"
     HELP = "help"
 
 
@@ -31,7 +33,7 @@ class Action(StrEnum):
 class Command:
     action: Action
     env: str | None = None
-    #: which slash command asked, for help texts ("release", "rollback", "lock", "unlock")
+    #: which slash command asked, for help texts ("release", "rollback", "lock", ...)
     verb: str = "release"
     #: why an environment is locked (``/lock`` only)
     reason: str = ""
@@ -42,6 +44,7 @@ _SYNTAX = {
     "rollback": "/rollback <environment>",
     "lock": "/lock <environment> [reason]",
     "unlock": "/unlock <environment>",
+    "history": "/history <environment>",
 }
 
 
@@ -53,7 +56,8 @@ def usage(verb: str, environments: Sequence[str]) -> str:
         f"Environments: {envs}.\n"
         "`/release <env>` freezes the batch and asks its authors to approve by reacting; "
         "`/rollback <env>` puts the last good release back at once; "
-        "`/lock <env> [reason]` holds releases (not rollbacks) until `/unlock <env>`."
+        "`/lock <env> [reason]` holds releases (not rollbacks) until `/unlock <env>`; "
+        "`/history <env>` lists its recent releases (only you see it)."
     )
 
 

@@ -26,7 +26,17 @@ class InvalidTransition(DomainError):
 class NotInvolved(DomainError):
     def __init__(self, user: str, release_id: str) -> None:
         super().__init__(
-            f"<@{user}> has no commits in release {release_id}, so their reaction does not count"
+            f"<@{user}> has no commits in release {release_id}, so their approval or block does not count"
+        )
+        self.user = user
+        self.release_id = release_id
+
+
+class NotAllowedToCancel(DomainError):
+    def __init__(self, user: str, release_id: str, requested_by: str | None) -> None:
+        who = f"<@{requested_by}> (who asked for it)" if requested_by else "whoever asked for it"
+        super().__init__(
+            f"<@{user}>, only {who} or the authors of release {release_id} can cancel it."
         )
         self.user = user
         self.release_id = release_id

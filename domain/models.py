@@ -143,6 +143,8 @@ class Release:
     stand_ins: tuple[str, ...] = ()
     approvals: frozenset[str] = frozenset()
     blocks: frozenset[str] = frozenset()
+    #: why each blocker blocked, as (user, reason), when they said (the Block button asks)
+    block_reasons: tuple[tuple[str, str], ...] = ()
     channel: str | None = None
     message_ts: str | None = None
     steps: tuple[Step, ...] = ()
@@ -160,6 +162,12 @@ class Release:
     frozen_at: float | None = None
     finished_at: float | None = None
     approved_at: float | None = None
+    #: when the (last) deploy of this release started; durations are measured from here
+    deploy_started_at: float | None = None
+
+    @property
+    def block_reason(self) -> dict[str, str]:
+        return dict(self.block_reasons)
 
     @property
     def involved_users(self) -> frozenset[str]:

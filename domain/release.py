@@ -41,11 +41,15 @@ class Freeze:
 
 @dataclass(frozen=True, slots=True)
 class React:
-    """An approve or block reaction added or removed by ``user``."""
+    """An approve or block (reaction or button) added or removed by ``user``.
+
+    ``reason`` is why a block was added, when the blocker said (the Block button asks).
+    """
 
     user: str
     verdict: Verdict
     added: bool
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +174,14 @@ def _transition(r: Release, event: Event, at: float) -> Release:
         case StartDeploy(fence=fence, previous_sha=previous):
             if r.state is not S.APPROVED:
                 raise _refuse(r, "deploy")
-            return replace(r, state=S.DEPLOYING, fence=fence, previous_sha=previous, steps=())
+            return replace(
+                r,
+                state=S.DEPLOYING,
+                fence=fence,
+                previous_sha=previous,
+                steps=(),
+                deploy_started_at=at,
+            )
         case DeployFinished():
             if r.state is not S.DEPLOYING:
                 raise _refuse(r, "verify")
@@ -235,7 +246,13 @@ def _react(r: Release, event: React, at: float) -> Release:
         r = replace(r, approvals=changed)
     else:
         changed = (r.blocks | {event.user}) if event.added else (r.blocks - {event.user})
-        r = replace(r, blocks=changed)
+        reasons = tuple((u, why) for u, why in r.block_reasons if u != event.user)
+        if event.added and event.reason.strip():
+            reasons = (*reasons, (event.user, event.reason.strip()))
+        elif event.added:
+            # a second block without a reason (say, a reaction after the button) keeps the first
+            reasons = r.block_reasons
+        r = replace(r, blocks=changed, block_reasons=reasons)
     return _settle(r, at)
 
 

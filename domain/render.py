@@ -43,6 +43,16 @@ def clip(text: str, limit: int) -> str:
 
 S = ReleaseState
 
+#: action_ids of the release message's buttons; the value of each is the release id
+APPROVE_ACTION = "shipmate_approve"
+BLOCK_ACTION = "shipmate_block"
+UNBLOCK_ACTION = "shipmate_unblock"
+CANCEL_ACTION = "shipmate_cancel"
+#: callback_id of the modal that asks a blocker why
+BLOCK_REASON_VIEW = "shipmate_block_reason"
+BLOCK_REASON_INPUT = "reason"
+MAX_BLOCK_REASON = 500
+
 
 @dataclass(frozen=True, slots=True)
 class RenderOptions:
@@ -118,6 +128,9 @@ def render_release(
         and release.kind is ReleaseKind.RELEASE
     ):
         blocks.append(_section(_approval_text(release, options)))
+    buttons = _buttons(release, lock)
+    if buttons:
+        blocks.append({"type": "actions", "block_id": f"decide:{release.id}", "elements": buttons})
     if release.steps:
         blocks.append(_context(_steps_text(release.steps)))
     outcome = _outcome_text(release)
@@ -127,6 +140,84 @@ def render_release(
 
 
 _WAITS_FOR_LOCK = frozenset({S.COLLECTING, S.AWAITING_APPROVAL, S.BLOCKED, S.APPROVED})
+
+
+def _buttons(release: Release, lock: EnvLock | None) -> list[Block]:
+    """Approve / Block / Cancel while people decide; Cancel alone while an approved
+    release waits for a lock. Everyone sees the same buttons; the rules decide who counts."""
+    if release.kind is not ReleaseKind.RELEASE:
+        return []
+    deciding = release.approval_required and release.state in (S.AWAITING_APPROVAL, S.BLOCKED)
+    waiting = release.state is S.APPROVED and lock is not None
+    if not deciding and not waiting:
+        return []
+    buttons: list[Block] = []
+    if deciding:
+        buttons.append(_button(APPROVE_ACTION, "Approve", release.id, style="primary"))
+        buttons.append(_button(BLOCK_ACTION, "Block", release.id, style="danger"))
+        if release.blocks:
+            buttons.append(_button(UNBLOCK_ACTION, "Lift my block", release.id))
+    cancel = _button(CANCEL_ACTION, "Cancel release", release.id)
+    cancel["confirm"] = {
+        "title": {"type": "plain_text", "text": "Cancel this release?"},
+        "text": {
+            "type": "mrkdwn",
+            "text": f"Release {release.id} will not deploy; its commits go back into the next batch.",
+        },
+        "confirm": {"type": "plain_text", "text": "Cancel release"},
+        "deny": {"type": "plain_text", "text": "Keep it"},
+    }
+    buttons.append(cancel)
+    return buttons
+
+
+def _button(action_id: str, label: str, value: str, *, style: str | None = None) -> Block:
+    button: Block = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": label},
+        "value": value,
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def block_reason_modal(release: Release, channel: str, ts: str) -> Block:
+    """The modal the Block button opens: a block needs a reason everyone can read."""
+    return {
+        "type": "modal",
+        "callback_id": BLOCK_REASON_VIEW,
+        # where the decision goes when the form comes back (Slack echoes this as is)
+        "private_metadata": f"{channel}|{ts}|{release.id}",
+        "title": {"type": "plain_text", "text": "Block release"},
+        "submit": {"type": "plain_text", "text": "Block"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": (
+                        f"Release {release.id} to *{release.env}* will not deploy while you "
+                        "block it. Everyone in the channel sees your reason; lift the block "
+                        "when it is resolved."
+                    ),
+                },
+            },
+            {
+                "type": "input",
+                "block_id": BLOCK_REASON_INPUT,
+                "label": {"type": "plain_text", "text": "Why are you blocking it?"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": BLOCK_REASON_INPUT,
+                    "multiline": True,
+                    "max_length": MAX_BLOCK_REASON,
+                },
+            },
+        ],
+    }
 
 
 def lock_text(env: str, lock: EnvLock) -> str:
@@ -145,7 +236,7 @@ def render_approval_request(release: Release, options: RenderOptions) -> str:
     lines = [
         f"{', '.join(asked) or 'Nobody'}: please review release {release.id} to *{release.env}* "
         f"and react to the message above with :{options.approve_reaction}: to approve "
-        f"or :{options.block_reaction}: to block."
+        f"or :{options.block_reaction}: to block, or use its buttons."
     ]
     if release.unmapped:
         lines.append(_stand_in_text(release))
@@ -291,12 +382,16 @@ def _approval_text(release: Release, options: RenderOptions) -> str:
         rest = len(marks) - MAX_LISTED_PEOPLE
         marks = [*marks[:MAX_LISTED_PEOPLE], f"and {rest} more ({waiting} still to approve)"]
     text = "*Approvals:* " + (" · ".join(marks) if marks else "none needed")
+    for user, reason in release.block_reasons:
+        if user in release.blocks:
+            text += f"\n:no_entry: {mention(user)}: “{escape(clip(reason, MAX_BLOCK_REASON))}”"
     if release.unmapped and not approvals.stand_in_given(release):
         text += "\n" + _stand_in_text(release)
     if release.state in (S.AWAITING_APPROVAL, S.BLOCKED):
         text += (
             f"\nReact with :{options.approve_reaction}: to approve or "
-            f":{options.block_reaction}: to block; remove your reaction to take it back."
+            f":{options.block_reaction}: to block (or use the buttons); "
+            "remove your reaction to take it back."
         )
     return text
 

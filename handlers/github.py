@@ -30,6 +30,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
+from bot.metrics import RECORDER
 from bot.store import Conflict, Duplicate, Job, Snapshot, Store, Write
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,8 @@ def github_webhook(
             log.info("github delivery %s was already recorded", delivery)
             return _answer(200, ok=True, duplicate=True)
         except (RedisError, Conflict) as err:
+            if isinstance(err, RedisError):
+                RECORDER.redis_error("web", "github")
             log.warning("cannot record github delivery %s: %s", delivery, err)
             return _error(
                 503,

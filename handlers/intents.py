@@ -14,10 +14,17 @@ from enum import StrEnum
 from bot.config import Config
 from bot.store import Conflict, Duplicate, Job, Snapshot, Store, Write, render_job
 from deployer.base import interactive
-from domain import environment
+from domain import approvals, environment
 from domain import release as rel
-from domain.errors import InvalidTransition, NotInvolved, NotPermitted, ShipmateError
-from domain.models import Release, ReleaseState
+from domain.errors import (
+    InvalidTransition,
+    NotAllowedToCancel,
+    NotInvolved,
+    NotPermitted,
+    ShipmateError,
+)
+from domain.models import Release, ReleaseKind, ReleaseState
+from domain.render import clip, escape
 
 
 def deploy_job(release: Release) -> Job:
@@ -141,7 +148,7 @@ async def unlock_env(store: Store, config: Config, *, env: str, user: str) -> No
         active = snap.active
         if active is not None and active.state is ReleaseState.APPROVED:
             jobs.append(deploy_job(active))
-        return Write(env=unlocked, jobs=jobs), None
+        return Write(env=unlocked, jobs=jobs, actor=user), None
 
     await store.update(env, decide)
 
@@ -174,11 +181,19 @@ class ReactionOutcome(StrEnum):
     #: not an approve/block emoji, or not on a release message
     IGNORED = "ignored"
     CHANGED = "changed"
+    #: the decision was already recorded (a second click on Approve); the person is told
+    UNCHANGED = "unchanged"
     #: the reactor is not involved; they are told why
     NOT_INVOLVED = "not_involved"
     #: the release is past deciding (or not frozen yet); the reactor is told
     TOO_LATE = "too_late"
     DUPLICATE = "duplicate"
+
+
+#: outcomes after which nothing was recorded and the person should read ``Decided.message``
+REFUSED = frozenset(
+    {ReactionOutcome.UNCHANGED, ReactionOutcome.NOT_INVOLVED, ReactionOutcome.TOO_LATE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +204,36 @@ class Reaction:
     name: str
     added: bool
     event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An approve or block, added or withdrawn, on the release behind a message.
+
+    Reactions, the message's buttons and the block-reason modal all arrive as one of
+    these, so the rules (only involved people; a block can be lifted) are the same.
+    """
+
+    channel: str
+    ts: str
+    user: str
+    verdict: rel.Verdict
+    added: bool
+    reason: str = ""
+    #: a reaction: the emoji, so the thread can name it; a button: ""
+    emoji: str = ""
+    #: Slack's event_id: a redelivered event is recorded once
+    event_id: str = ""
+    #: tell the person in the channel (ephemeral) when nothing changed; a modal shows it itself
+    notify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    outcome: ReactionOutcome
+    #: what to tell the person when nothing was recorded
+    message: str = ""
+    release_id: str | None = None
 
 
 def verdict_for(config: Config, name: str) -> rel.Verdict | None:
@@ -207,42 +252,158 @@ async def record_reaction(
     verdict = verdict_for(config, reaction.name)
     if verdict is None:
         return ReactionOutcome.IGNORED
+    decision = Decision(
+        channel=reaction.channel,
+        ts=reaction.ts,
+        user=reaction.user,
+        verdict=verdict,
+        added=reaction.added,
+        emoji=reaction.name,
+        event_id=reaction.event_id,
+    )
+    return (await record_decision(store, decision, at=at)).outcome
 
-    def decide(snap: Snapshot) -> tuple[Write | None, ReactionOutcome]:
+
+async def record_decision(store: Store, decision: Decision, *, at: float) -> Decided:
+    """Apply an approve/block to the message's release in one atomic write."""
+    d = decision
+
+    def refuse(outcome: ReactionOutcome, text: str) -> tuple[Write | None, Decided]:
+        # withdrawing something that never counted is not worth a message
+        if not d.added and d.emoji:
+            return None, Decided(ReactionOutcome.IGNORED)
+        jobs = [notice_job(d.channel, d.user, text)] if d.notify else []
+        return (Write(jobs=jobs) if jobs else None), Decided(outcome, text)
+
+    def decide(snap: Snapshot) -> tuple[Write | None, Decided]:
         current = snap.get(snap.message_release)
         if current is None:
-            return None, ReactionOutcome.IGNORED
-        event = rel.React(user=reaction.user, verdict=verdict, added=reaction.added)
+            return None, Decided(ReactionOutcome.IGNORED)
+        event = rel.React(user=d.user, verdict=d.verdict, added=d.added, reason=d.reason)
         try:
             new = rel.apply(current, event, at=at)
         except NotInvolved as err:
-            if not reaction.added:
-                return None, ReactionOutcome.IGNORED
-            return Write(
-                jobs=[notice_job(reaction.channel, reaction.user, str(err))]
-            ), ReactionOutcome.NOT_INVOLVED
+            return refuse(ReactionOutcome.NOT_INVOLVED, str(err))
         except InvalidTransition:
-            if not reaction.added:
-                return None, ReactionOutcome.IGNORED
-            return Write(
-                jobs=[notice_job(reaction.channel, reaction.user, _too_late(current))]
-            ), ReactionOutcome.TOO_LATE
-        jobs = (
-            [deploy_job(new)]
-            if new.state is ReleaseState.APPROVED and current.state is not ReleaseState.APPROVED
-            else []
-        )
-        return Write(releases=[new], jobs=jobs), ReactionOutcome.CHANGED
+            return refuse(ReactionOutcome.TOO_LATE, _too_late(current))
+        if (new.approvals, new.blocks, new.block_reasons) == (
+            current.approvals,
+            current.blocks,
+            current.block_reasons,
+        ):
+            if d.emoji:  # a reaction mirrors one already given by button: nothing to say
+                return None, Decided(ReactionOutcome.UNCHANGED, release_id=current.id)
+            return refuse(ReactionOutcome.UNCHANGED, _unchanged(current, d))
+        jobs: list[Job] = []
+        if new.state is ReleaseState.APPROVED and current.state is not ReleaseState.APPROVED:
+            jobs.append(deploy_job(new))
+        note = _block_note(current, new, d)
+        if note:
+            jobs.append(thread_job(new, note))
+        return Write(releases=[new], jobs=jobs), Decided(ReactionOutcome.CHANGED, release_id=new.id)
 
     try:
         return await store.update(
             "",
             decide,
-            message=(reaction.channel, reaction.ts),
-            dedupe=store.keys.dedupe("slack", reaction.event_id) if reaction.event_id else None,
+            message=(d.channel, d.ts),
+            dedupe=store.keys.dedupe("slack", d.event_id) if d.event_id else None,
         )
     except Duplicate:
-        return ReactionOutcome.DUPLICATE
+        return Decided(ReactionOutcome.DUPLICATE)
+
+
+async def may_block(store: Store, *, channel: str, ts: str, user: str) -> str | None:
+    """Before the Block button opens its modal: why ``user`` could not block, or None.
+
+    Only a read; the submitted reason is checked again when it is recorded.
+    """
+    snap = await store.snapshot("", message=(channel, ts))
+    current = snap.get(snap.message_release) if snap is not None else None
+    if current is None:
+        return "That message is not a release shipmate knows about."
+    probe = rel.React(user=user, verdict=rel.Verdict.BLOCK, added=True, reason="?")
+    try:
+        rel.apply(current, probe, at=current.updated_at)
+    except NotInvolved as err:
+        return str(err)
+    except InvalidTransition:
+        return _too_late(current)
+    return None
+
+
+def _block_note(before: Release, after: Release, d: Decision) -> str | None:
+    """What the thread says when a block comes or goes, so everyone sees why."""
+    if d.verdict is not rel.Verdict.BLOCK:
+        return None
+    who = f"<@{d.user}>"
+    if not d.added:
+        return f":arrow_forward: {who} lifted their block on release {after.id}."
+    reason = after.block_reason.get(d.user)
+    if reason:
+        quoted = "\n".join(f"> {line}" for line in escape(clip(reason, 1500)).splitlines())
+        return f":no_entry: {who} blocked release {after.id}:\n{quoted}"
+    if d.user in before.blocks:
+        return None
+    how = f" with :{d.emoji}:" if d.emoji else ""
+    return (
+        f":no_entry: {who} blocked release {after.id}{how}. {who}, please say why here in the "
+        f"thread (or use the *Block* button on the message to give a reason everyone sees there)."
+    )
+
+
+def _unchanged(release: Release, d: Decision) -> str:
+    if d.verdict is rel.Verdict.APPROVE:
+        return f"You already approved release {release.id}."
+    if d.added:
+        return f"You already blocked release {release.id}."
+    return f"You have not blocked release {release.id}, so there is no block of yours to lift."
+
+
+def thread_job(release: Release, text: str) -> Job:
+    return Job("thread", {"release": release.id, "text": text})
+
+
+#: a release may be called off until its deploy starts
+_CANCELLABLE = frozenset(
+    {ReleaseState.AWAITING_APPROVAL, ReleaseState.BLOCKED, ReleaseState.APPROVED}
+)
+
+
+async def cancel_release(store: Store, *, channel: str, ts: str, user: str, at: float) -> Decided:
+    """The Cancel button: the release ends, its commits go back into the next batch."""
+
+    def decide(snap: Snapshot) -> tuple[Write | None, Decided]:
+        current = snap.get(snap.message_release)
+        if current is None or current.kind is not ReleaseKind.RELEASE:
+            return None, Decided(ReactionOutcome.IGNORED)
+        if not approvals.can_cancel(current, user):
+            text = str(NotAllowedToCancel(user, current.id, current.requested_by))
+            return Write(jobs=[notice_job(channel, user, text)]), Decided(
+                ReactionOutcome.NOT_INVOLVED, text
+            )
+        if current.state not in _CANCELLABLE:
+            state = current.state.value.replace("_", " ")
+            text = f"Release {current.id} is already {state}; it can no longer be cancelled."
+            return Write(jobs=[notice_job(channel, user, text)]), Decided(
+                ReactionOutcome.TOO_LATE, text
+            )
+        change = environment.cancel(snap.env, current, by=user, at=at)
+        cancelled = change.releases[0]
+        # the batch is counted from what runs again: collect at once rather than at the next poll
+        jobs = [
+            Job("collect", {"reason": "cancel"}),
+            thread_job(
+                cancelled,
+                f":heavy_multiplication_x: <@{user}> cancelled release {cancelled.id}; "
+                "its commits go back into the next batch.",
+            ),
+        ]
+        return Write(env=change.env, releases=change.releases, jobs=jobs), Decided(
+            ReactionOutcome.CHANGED, release_id=cancelled.id
+        )
+
+    return await store.update("", decide, message=(channel, ts))
 
 
 def _too_late(release: Release) -> str:

@@ -8,40 +8,24 @@ write reached Redis. If Redis is unreachable an event listener raises, bolt answ
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.config import Config
-from bot.store import Conflict, Store
+from bot.logs import bind
+from bot.store import Conflict
 from domain import commands
 from domain.errors import ShipmateError
 from domain.models import Release, ReleaseState
 from domain.render import escape
-from handlers import intents
+from handlers import buttons, intents
+from handlers.deps import BUSY, UNAVAILABLE, Deps, redis_errors_counted
+from handlers.history import register_history
+
+__all__ = ["BUSY", "UNAVAILABLE", "Deps", "register"]
 
 log = logging.getLogger(__name__)
-
-UNAVAILABLE = (
-    ":warning: shipmate could not record that: its database (Redis) is unreachable right now. "
-    "Nothing was changed; please try again in a minute."
-)
-BUSY = (
-    ":warning: Too many changes to that environment at once; nothing was changed. Please try again."
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Deps:
-    store: Store
-    config: Config
-    clock: Callable[[], float] = field(default=time.time)
-    #: checks that the batch head's artifact exists before a /release (docker, swarm)
-    check_artifact: intents.ArtifactCheck | None = None
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
@@ -73,6 +57,8 @@ def register(app: AsyncApp, deps: Deps) -> None:
     app.command("/unlock")(on_unlock)
     app.event("reaction_added")(on_reaction_added)
     app.event("reaction_removed")(on_reaction_removed)
+    buttons.register(app, deps)
+    register_history(app, deps)
 
 
 async def _slash(ack: AsyncAck, command: dict[str, Any], deps: Deps, verb: str) -> None:
@@ -84,7 +70,9 @@ async def _slash(ack: AsyncAck, command: dict[str, Any], deps: Deps, verb: str) 
             await ack(commands.usage(verb, environments))
             return
         assert parsed.env is not None
-        await ack(text=await _perform(parsed, deps, user), response_type="in_channel")
+        with bind(env=parsed.env, command=verb), redis_errors_counted(verb):
+            text = await _perform(parsed, deps, user)
+        await ack(text=text, response_type="in_channel")
     except ShipmateError as err:  # refusals from the rules, or a missing artifact
         await ack(f":warning: {err}")
     except RedisError:
@@ -152,5 +140,6 @@ async def _reaction(
         event_id=str(body.get("event_id", "")),
     )
     # Redis errors propagate on purpose: bolt answers 500 and Slack retries the event.
-    outcome = await intents.record_reaction(deps.store, deps.config, reaction, at=deps.clock())
+    with redis_errors_counted("reaction"):
+        outcome = await intents.record_reaction(deps.store, deps.config, reaction, at=deps.clock())
     log.debug("reaction %s: %s", reaction.name, outcome.value)

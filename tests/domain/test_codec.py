@@ -139,6 +139,7 @@ def full_release() -> Release:
         stand_ins=(BOB, ALICE),
         approvals=frozenset({ALICE, BOB}),
         blocks=frozenset({BOB}),
+        block_reasons=((BOB, "the migration is not reversible"),),
         channel="C123",
         message_ts="1700000000.000100",
         steps=(Step("pull", StepStatus.OK, "3 layers"), Step("health", StepStatus.FAILED)),
@@ -149,6 +150,7 @@ def full_release() -> Release:
         healthy_after_rollback=False,
         updated_at=1_700_000_400.5,
         approved_at=1_700_000_150.25,
+        deploy_started_at=1_700_000_151.5,
     )
 
 
@@ -228,3 +230,11 @@ def test_sets_are_stored_sorted() -> None:
 def test_commit_doc_omits_empty_optionals() -> None:
     """A plain commit stores only sha, title and author."""
     assert set(commit_to_doc(commit(1))) == {"sha", "title", "author"}
+
+
+def test_release_stored_before_block_reasons_and_deploy_start_loads() -> None:
+    """Releases written by an older shipmate (no block_reasons, no deploy_started_at) load."""
+    doc = release_to_doc(full_release())
+    del doc["block_reasons"], doc["deploy_started_at"]
+    loaded = release_from_doc(doc)
+    assert (loaded.block_reasons, loaded.deploy_started_at) == ((), None)

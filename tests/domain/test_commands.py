@@ -175,7 +175,7 @@ def test_max_text_boundary() -> None:
         st.text(alphabet="prodstagingPRODSTAGING-_.; $`()|&", max_size=12),
     ),
     envs=st.lists(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,8}", fullmatch=True), max_size=4),
-    verb=st.sampled_from(["release", "rollback", "lock", "unlock"]),
+    verb=st.sampled_from(["release", "rollback", "lock", "unlock", "history"]),
 )
 def test_parse_never_returns_an_unconfigured_env(text: str, envs: list[str], verb: str) -> None:
     """Whatever the text, parse returns a configured environment, help, or a UsageError."""
@@ -190,3 +190,39 @@ def test_parse_never_returns_an_unconfigured_env(text: str, envs: list[str], ver
         assert command.env in envs
         assert command.action is Action(verb)
         assert command.reason == "" or command.action is Action.LOCK
+
+
+@pytest.mark.parametrize(
+    ("text", "envs", "expected"),
+    [
+        pytest.param("prod", ENVS, Command(Action.HISTORY, "prod", verb="history"), id="env"),
+        pytest.param(" PROD ", ENVS, Command(Action.HISTORY, "prod", verb="history"), id="upper"),
+        pytest.param("", ONE, Command(Action.HISTORY, "staging", verb="history"), id="one-env"),
+        pytest.param("help", ENVS, Command(Action.HELP, verb="history"), id="help"),
+    ],
+)
+def test_parse_history(text: str, envs: tuple[str, ...], expected: Command) -> None:
+    """/history takes an environment like /release does, defaulting to the only one."""
+    assert parse("history", text, envs) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        pytest.param("", "Which environment?", id="several-envs"),
+        pytest.param("qa", "Unknown environment `qa`", id="unknown"),
+        pytest.param("prod 20", "takes one environment name, got 2 words", id="two-words"),
+        pytest.param("$(id)", "not an environment name", id="injection"),
+    ],
+)
+def test_parse_history_refusals(text: str, says: str) -> None:
+    """A bad /history says what is wrong and shows its own usage."""
+    with pytest.raises(UsageError) as info:
+        parse("history", text, ENVS)
+    assert says in str(info.value)
+    assert "Usage: `/history <environment>`, for example `/history staging`." in str(info.value)
+
+
+def test_usage_mentions_history() -> None:
+    """Every command's help says /history exists and that only the asker sees its answer."""
+    assert "`/history <env>` lists its recent releases (only you see it)." in usage("release", ENVS)

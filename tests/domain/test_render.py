@@ -50,7 +50,7 @@ def block_texts(blocks: list[Block]) -> list[str]:
     for block in blocks:
         if block["type"] == "section":
             texts.append(block["text"]["text"])
-        else:
+        elif block["type"] == "context":
             texts.extend(element["text"] for element in block["elements"])
     return texts
 

@@ -1,0 +1,42 @@
+"""What every listener needs, and the answers they share when Redis cannot take a write."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from bot.config import Config
+from bot.metrics import RECORDER
+from bot.store import Store
+from handlers import intents
+
+UNAVAILABLE = (
+    ":warning: shipmate could not record that: its database (Redis) is unreachable right now. "
+    "Nothing was changed; please try again in a minute."
+)
+BUSY = (
+    ":warning: Too many changes to that environment at once; nothing was changed. Please try again."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    store: Store
+    config: Config
+    clock: Callable[[], float] = field(default=time.time)
+    #: checks that the batch head's artifact exists before a /release (docker, swarm)
+    check_artifact: intents.ArtifactCheck | None = None
+
+
+@contextmanager
+def redis_errors_counted(op: str) -> Iterator[None]:
+    """Count a failed Redis command for /metrics, and let it go on to whoever answers."""
+    try:
+        yield
+    except RedisError:
+        RECORDER.redis_error("web", op)
+        raise
