@@ -7,10 +7,15 @@
 - ``GET /ui/state?channel=…&user=…``: the channel as the acting user sees it, with Block Kit
   and mrkdwn already rendered to HTML here (every piece of message text is escaped; the
   page only inserts this HTML and builds the rest from plain values).
-- ``POST /ui/command``, ``/ui/reaction``, ``/ui/button``, ``/ui/message``: act as a member,
-  through the same facade methods tests use (``slash_command``, ``add_reaction``,
-  ``remove_reaction``, ``click_button``, ``post_as_user``), so the app receives exactly
-  what it would receive from Slack.
+  The acting member's open modal comes with it (``modal``): its blocks rendered the same
+  way, its ``plain_text_input`` fields as plain values the page builds inputs from, and
+  the errors the last submit left under them.
+- ``POST /ui/command``, ``/ui/reaction``, ``/ui/button``, ``/ui/message``, ``/ui/view``: act
+  as a member, through the same facade methods tests use (``slash_command``,
+  ``add_reaction``, ``remove_reaction``, ``click_button``, ``post_as_user``,
+  ``submit_view``, ``close_view``), so the app receives exactly what it would receive from
+  Slack. A button with a ``confirm`` object asks in the page first, as Slack's client does;
+  the click is only sent once the person confirms.
 
 The POST endpoints take JSON only (a cross-site form cannot send it without a preflight);
 the emulator is a local development tool and should listen on 127.0.0.1.
@@ -24,6 +29,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -35,6 +41,7 @@ from slackemu.workspace import SLACKBOT_ID, Workspace
 
 if TYPE_CHECKING:
     from slackemu.emulator import SlackEmulator
+    from slackemu.views import View
 
 #: A small map of the emoji shipmate and most bots use; any other ``:name:`` stays as text.
 EMOJI: dict[str, str] = {
@@ -258,6 +265,21 @@ def plain_html(text: str, *, emoji: bool = True) -> str:
     return out
 
 
+def emojize(text: str) -> str:
+    """``:name:`` to its character, for labels the page sets as plain text (not HTML)."""
+    return _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text)
+
+
+def plain_text(obj: Any) -> str:
+    """A ``plain_text`` object (or a bare string) as the characters Slack shows."""
+    if isinstance(obj, str):
+        return emojize(obj)
+    if not isinstance(obj, dict):
+        return ""
+    text = str(obj.get("text", ""))
+    return text if obj.get("emoji", True) is False else emojize(text)
+
+
 def text_html(obj: Any, names: Mapping[str, str], me: str | None = None) -> str:
     if isinstance(obj, str):
         return plain_html(obj)
@@ -269,6 +291,26 @@ def text_html(obj: Any, names: Mapping[str, str], me: str | None = None) -> str:
     return (
         f'<span class="plain">{plain_html(text, emoji=obj.get("emoji", True) is not False)}</span>'
     )
+
+
+def confirm_json(confirm: Any, names: Mapping[str, str]) -> JSONDict | None:
+    """A button's ``confirm`` object as the page's confirmation dialog shows it.
+
+    Labels are plain values (the page sets them as text); the explanation is HTML rendered
+    and escaped here, since Slack formats it when it is mrkdwn. Slack requires all four
+    texts; the fallbacks only keep a sloppy app's dialog usable instead of blank.
+    """
+    if not isinstance(confirm, dict):
+        return None
+    style = confirm.get("style")
+    return {
+        "title": plain_text(confirm.get("title")) or "Are you sure?",
+        "html": text_html(confirm.get("text"), names),
+        "confirm": plain_text(confirm.get("confirm")) or "Yes",
+        "deny": plain_text(confirm.get("deny")) or "Cancel",
+        # Slack's documented default is primary
+        "style": style if style in ("primary", "danger") else "primary",
+    }
 
 
 def button_html(button: JSONDict, block_id: str | None, names: Mapping[str, str]) -> str:
@@ -283,6 +325,10 @@ def button_html(button: JSONDict, block_id: str | None, names: Mapping[str, str]
     url = button.get("url")
     if isinstance(url, str) and urlsplit(url).scheme.lower() in ("http", "https"):
         attrs["data-url"] = url
+    confirm = confirm_json(button.get("confirm"), names)
+    if confirm is not None:
+        attrs["data-confirm"] = json.dumps(confirm, ensure_ascii=False)
+        attrs["aria-haspopup"] = "dialog"
     rendered = " ".join(f'{k}="{esc(v)}"' for k, v in attrs.items())
     label = text_html(button.get("text"), names)
     return f'<button type="button" class="{cls}" {rendered}>{label}</button>'
@@ -392,6 +438,87 @@ def message_html(msg: Message, names: Mapping[str, str], me: str | None = None) 
     return body
 
 
+# -- modals -------------------------------------------------------------------------------
+#: what Slack's client says in a modal when the app did not answer its submit
+FAILURE_TEXT = "We had some trouble connecting. Try again?"
+
+
+def input_json(block: JSONDict, names: Mapping[str, str]) -> JSONDict:
+    """An ``input`` block: plain values for a ``plain_text_input`` (the page builds the field
+    itself, so that polling never replaces what the person is typing); any other element,
+    which the emulator cannot submit, as read-only HTML."""
+    element = block.get("element")
+    label = plain_text(block.get("label"))
+    if not isinstance(element, dict) or element.get("type") != "plain_text_input":
+        kind = element.get("type", "?") if isinstance(element, dict) else "?"
+        shown = blockkit.render_element(element, names) if isinstance(element, dict) else ""
+        return {
+            "type": "html",
+            "html": (
+                f'<div class="modal-unsupported"><b>{esc(label)}</b>\n'
+                f"{esc(shown)} <i>({esc(str(kind))} is not emulated)</i></div>"
+            ),
+        }
+    return {
+        "type": "input",
+        # the same key submit_view reports errors by (views.View.inputs)
+        "block_id": str(block.get("block_id", "")),
+        "action_id": str(element.get("action_id", "")),
+        "label": label,
+        "hint": plain_text(block.get("hint")),
+        "optional": bool(block.get("optional", False)),
+        "multiline": bool(element.get("multiline", False)),
+        "max_length": _count(element.get("max_length")),
+        "placeholder": plain_text(element.get("placeholder")),
+        "initial_value": str(element.get("initial_value") or ""),
+    }
+
+
+def modal_json(
+    view: View,
+    names: Mapping[str, str],
+    me: str | None = None,
+    errors: Mapping[str, str] | None = None,
+    failure: str | None = None,
+) -> JSONDict:
+    """An open modal as the page draws it, with what the last submit left on screen."""
+    blocks: list[JSONDict] = []
+    for block in view.blocks:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "input":
+            blocks.append(input_json(block, names))
+        else:
+            blocks.append({"type": "html", "html": block_html(block, names, me)})
+    return {
+        "id": view.id,
+        "hash": view.hash,
+        "title": emojize(view.title),
+        "submit": emojize(view.submit_label) if view.spec.get("submit") else None,
+        "close": emojize(view.close_label),
+        "blocks": blocks,
+        "errors": dict(errors or {}),
+        "failure": failure_text(failure),
+    }
+
+
+def failure_text(failure: str | None) -> str | None:
+    return f"{FAILURE_TEXT} ({failure})" if failure else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+@dataclass
+class _Shown:
+    """What the last submit of one modal left on the person's screen."""
+
+    view_id: str
+    errors: dict[str, str] = field(default_factory=dict)
+    failure: str | None = None
+
+
 # -- the page's data -----------------------------------------------------------------------
 def _static(name: str) -> str:
     return (importlib.resources.files("slackemu") / "static" / name).read_text(encoding="utf-8")
@@ -409,6 +536,8 @@ class BrowserView:
         self.emu = emulator
         self.ws: Workspace = emulator.workspace
         self.reactions = tuple(dict.fromkeys(reactions)) or DEFAULT_REACTIONS
+        #: by user id; Slack keeps a modal's errors on screen until the next submit
+        self._shown: dict[str, _Shown] = {}
 
     @property
     def has_app(self) -> bool:
@@ -425,6 +554,7 @@ class BrowserView:
         app.router.add_post("/ui/message", self._action(self.message))
         app.router.add_post("/ui/reaction", self._action(self.reaction))
         app.router.add_post("/ui/button", self._action(self.button))
+        app.router.add_post("/ui/view", self._action(self.view_action))
 
     # -- HTTP ---------------------------------------------------------------------------
     async def page(self, request: web.Request) -> web.Response:
@@ -532,11 +662,50 @@ class BrowserView:
             raise UiError(404, str(err)) from None
         return {"status": status}
 
-    def _actor(self, body: JSONDict) -> tuple[User, Channel]:
+    async def view_action(self, body: JSONDict) -> JSONDict:
+        user = self._member(body)
+        action = _string(body, "action")
+        if action not in ("submit", "close"):
+            raise UiError(400, "action must be submit or close")
+        view = self.emu.open_view(user.id)
+        wanted = body.get("view_id")
+        if view is None or (isinstance(wanted, str) and wanted and wanted != view.id):
+            # a second tab, or the app replaced it: never submit a form the person did not see
+            raise UiError(409, "that form is no longer open")
+        if action == "close":
+            self.emu.close_view(user.id)
+            self._shown.pop(user.id, None)
+            return {"closed": True, "errors": {}, "failure": None}
+        values = body.get("values", {})
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+        ):
+            raise UiError(400, "values must map action_id to text")
+        if not self.has_app:
+            # the app that opened it went away; Slack keeps the form and says so
+            self._shown[user.id] = _Shown(view.id, {}, "no_app")
+            return {"status": 0, "closed": False, "errors": {}, "failure": failure_text("no_app")}
+        result = await self.emu.submit_view(user.id, values)
+        if result.closed:
+            self._shown.pop(user.id, None)
+        else:
+            self._shown[user.id] = _Shown(view.id, dict(result.errors), result.failure)
+        return {
+            "status": result.status,
+            "closed": result.closed,
+            "errors": result.errors,
+            "failure": failure_text(result.failure),
+        }
+
+    def _member(self, body: JSONDict) -> User:
         user = self._user(_string(body, "user"))
-        channel = self._channel(_string(body, "channel"))
         if user is None or user.is_bot:
             raise UiError(400, "pick a member to act as")
+        return user
+
+    def _actor(self, body: JSONDict) -> tuple[User, Channel]:
+        user = self._member(body)
+        channel = self._channel(_string(body, "channel"))
         if channel is None:
             raise UiError(404, "unknown channel")
         return user, channel
@@ -575,6 +744,7 @@ class BrowserView:
             "channels": [{"id": c.id, "name": c.name} for c in channels],
             "reactions": reactions,
             "poll_ms": POLL_INTERVAL_MS,
+            "modal": self._modal(me.id, names) if me else None,
             "channel": None,
             "members": [],
             "messages": [],
@@ -614,6 +784,18 @@ class BrowserView:
             messages.append(item)
         out["messages"] = messages
         return out
+
+    def _modal(self, me: str, names: Mapping[str, str]) -> JSONDict | None:
+        view = self.emu.open_view(me)
+        shown = self._shown.get(me)
+        if shown is not None and (view is None or shown.view_id != view.id):
+            del self._shown[me]  # that modal is gone, and its errors with it
+            shown = None
+        if view is None:
+            return None
+        if shown is None:
+            return modal_json(view, names, me)
+        return modal_json(view, names, me, shown.errors, shown.failure)
 
     def _message(self, msg: Message, names: Mapping[str, str], me: str | None) -> JSONDict:
         author = self.ws.users.get(msg.user or "")

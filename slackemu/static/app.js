@@ -26,6 +26,19 @@
     again: false,
     rendered: false,
     sidebarKey: "",
+    // the acting member's open modal (as /ui/state gave it) and what identifies its build
+    modal: null,
+    modalKey: "",
+    modalReturn: null,
+    // what people typed, by view id then action_id: kept while they act as someone else
+    drafts: new Map(),
+    submitting: false,
+    // /ui/view requests in flight, and a counter bumped as each starts and ends: a poll
+    // answered meanwhile may predate the submit or close and must not redraw the modal
+    viewBusy: 0,
+    viewSeq: 0,
+    confirmAccept: null,
+    confirmReturn: null,
   };
 
   // -- polling -------------------------------------------------------------------------------
@@ -40,6 +53,7 @@
       return;
     }
     ui.inflight = true;
+    const viewSeq = ui.viewSeq;
     try {
       const query = new URLSearchParams({ channel: ui.channel, user: ui.me });
       const res = await fetch("/ui/state?" + query, { cache: "no-store" });
@@ -50,7 +64,7 @@
         if (res.status === 404 && ui.channel) ui.channel = "";
       } else if (text !== ui.raw) {
         ui.raw = text;
-        render(JSON.parse(text));
+        render(JSON.parse(text), viewSeq);
       }
     } catch (err) {
       $("#offline").hidden = false;
@@ -100,7 +114,7 @@
   }
 
   // -- rendering -----------------------------------------------------------------------------
-  function render(state) {
+  function render(state, viewSeq) {
     ui.state = state;
     if (state.me && state.me !== ui.me) ui.me = state.me;
     if (state.channel && state.channel.id !== ui.channel) ui.channel = state.channel.id;
@@ -116,6 +130,9 @@
     $("#acting-name").textContent = me ? me.name : "nobody";
     renderMessages(state);
     if (ui.pickerTs && !findMessage(ui.pickerTs)) closePicker();
+    // asked before the person's last submit or close answered: draw the modal next time
+    if (ui.viewBusy || viewSeq !== ui.viewSeq) ui.raw = "";
+    else renderModal(state.modal);
   }
 
   function renderSidebar(state) {
@@ -155,9 +172,12 @@
   function renderMessages(state) {
     const list = $("#messages");
     const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 120;
+    const focused = list.contains(document.activeElement) ? focusKey(document.activeElement) : null;
     const nodes = state.messages.map((m) => messageNode(m, false));
     if (!nodes.length) nodes.push(el("div", "empty", "No messages yet."));
     list.replaceChildren(...nodes);
+    const again = focused && document.querySelector(focused);
+    if (again) again.focus({ preventScroll: true });
     for (const att of list.querySelectorAll(".attachment[data-color]")) {
       const color = att.dataset.color;
       const named = { good: "#2eb886", warning: "#daa038", danger: "#a30200" }[color];
@@ -198,8 +218,8 @@
     const body = el("div", "msg-body");
     body.innerHTML = m.html; // rendered and escaped by the emulator (slackemu/browser.py)
     if (m.edited) {
-      // inline after the last run of text, as Slack shows it
-      const runs = body.querySelectorAll(".mrk, .plain");
+      // inline after the last run of text, as Slack shows it; a button's label is no text
+      const runs = [...body.querySelectorAll(".mrk, .plain")].filter((run) => !run.closest(".bk-button"));
       (runs.length ? runs[runs.length - 1] : body).append(" ", el("span", "edited", "(edited)"));
     }
     main.append(head, body);
@@ -243,6 +263,27 @@
     return thread;
   }
 
+  // A selector for a focused control that finds the same control once the channel is redrawn
+  // (every change replaces its nodes), so focus is not dropped on the page.
+  function focusKey(node) {
+    if (!(node instanceof HTMLElement)) return null;
+    if (node.id) return "#" + CSS.escape(node.id);
+    const row = node.closest(".msg");
+    if (!row) return null;
+    const inRow = `.msg[data-ts="${CSS.escape(row.dataset.ts)}"]`;
+    if (node.matches(".bk-button")) return `${inRow} .bk-button[data-action-id="${CSS.escape(node.dataset.actionId)}"]`;
+    if (node.matches(".reaction")) return `${inRow} .reaction[data-name="${CSS.escape(node.dataset.name)}"]`;
+    if (node.matches(".add-reaction")) return `${inRow} .add-reaction`;
+    if (node.matches(".thread-toggle")) return `${inRow} .thread-toggle`;
+    return null;
+  }
+
+  function restoreFocus(key) {
+    const node = key && document.querySelector(key);
+    const usable = node instanceof HTMLElement && !node.closest("[inert], [hidden]") && !node.disabled;
+    (usable ? node : $("#composer-input")).focus();
+  }
+
   function findMessage(ts) {
     if (!ui.state) return null;
     for (const m of ui.state.messages) {
@@ -279,6 +320,246 @@
     ui.pickerTs = null;
   }
 
+  // -- modals (views.open) -------------------------------------------------------------------
+  // Built once per view; afterwards only its errors change, so a poll never replaces what
+  // the person is typing. It covers the channel, not the sidebar: switching members stays
+  // possible, and a modal belongs to the member it was opened for.
+  function renderModal(modal) {
+    if (!modal) {
+      if (ui.modal) hideModal();
+      return;
+    }
+    const key = [ui.me, modal.id, modal.hash].join(" ");
+    if (key !== ui.modalKey) buildModal(modal, key);
+    showModalErrors(modal.errors, modal.failure);
+  }
+
+  function buildModal(modal, key) {
+    if (!ui.modal) ui.modalReturn = focusKey(document.activeElement);
+    ui.modal = modal;
+    ui.modalKey = key;
+    $("#modal-title").textContent = modal.title;
+    $("#modal-close").textContent = modal.close;
+    const submit = $("#modal-submit");
+    submit.hidden = !modal.submit;
+    submit.textContent = modal.submit || "";
+    const drafts = ui.drafts.get(modal.id) || {};
+    const body = $("#modal-body");
+    body.replaceChildren(...modal.blocks.map((block, i) => modalBlockNode(block, i, drafts)));
+    for (const button of body.querySelectorAll(".bk-button")) {
+      button.disabled = true;
+      button.title = "buttons inside a modal are not emulated";
+    }
+    closePicker();
+    $("#main").inert = true;
+    $("#modal-layer").hidden = false;
+    if (!confirmOpen()) focusModal();
+  }
+
+  function modalBlockNode(block, index, drafts) {
+    if (block.type !== "input") {
+      const node = el("div", "modal-block");
+      node.innerHTML = block.html; // rendered and escaped by the emulator (slackemu/browser.py)
+      return node;
+    }
+    const id = `modal-input-${index}`;
+    const field = el("div", "modal-field");
+    field.dataset.blockId = block.block_id;
+    const label = el("label", "modal-label", block.label);
+    label.htmlFor = id;
+    if (block.optional) label.append(el("span", "optional", " (optional)"));
+    const input = el(block.multiline ? "textarea" : "input", "modal-input");
+    if (block.multiline) input.rows = 4;
+    else input.type = "text";
+    input.id = id;
+    input.dataset.actionId = block.action_id;
+    input.placeholder = block.placeholder;
+    // not `required`: the browser's own bubble would replace Slack's error under the field
+    input.setAttribute("aria-required", String(!block.optional));
+    input.value = Object.hasOwn(drafts, block.action_id) ? drafts[block.action_id] : block.initial_value;
+    const error = el("div", "field-error");
+    error.id = `${id}-error`;
+    error.hidden = true;
+    const described = [error.id];
+    const meta = el("div", "field-meta");
+    meta.append(error);
+    if (block.max_length !== null) {
+      // no maxlength attribute: like Slack, let it be typed and say so on submit
+      const counter = el("div", "field-count");
+      counter.id = `${id}-count`;
+      counter.dataset.max = String(block.max_length);
+      described.push(counter.id);
+      meta.append(counter);
+    }
+    field.append(label, input, meta);
+    if (block.hint) {
+      const hint = el("div", "field-hint", block.hint);
+      hint.id = `${id}-hint`;
+      described.push(hint.id);
+      field.append(hint);
+    }
+    input.setAttribute("aria-describedby", described.join(" "));
+    updateCount(input);
+    return field;
+  }
+
+  function updateCount(input) {
+    const counter = input.closest(".modal-field").querySelector(".field-count");
+    if (!counter) return;
+    const length = [...input.value].length; // code points, as the emulator counts
+    counter.textContent = `${length}/${counter.dataset.max}`;
+    counter.classList.toggle("over", length > Number(counter.dataset.max));
+  }
+
+  function showModalErrors(errors, failure) {
+    const placed = new Set();
+    for (const field of $("#modal-body").querySelectorAll(".modal-field")) {
+      const text = errors[field.dataset.blockId] || "";
+      if (text) placed.add(field.dataset.blockId);
+      const error = field.querySelector(".field-error");
+      error.textContent = text;
+      error.hidden = !text;
+      field.classList.toggle("invalid", Boolean(text));
+      field.querySelector(".modal-input").setAttribute("aria-invalid", String(Boolean(text)));
+    }
+    // an error for a block without a field would otherwise never be seen
+    const rest = Object.entries(errors).filter(([id, text]) => text && !placed.has(id));
+    const general = [failure, ...rest.map(([, text]) => text)].filter(Boolean);
+    const box = $("#modal-failure");
+    box.textContent = general.join("\n");
+    box.hidden = !general.length;
+  }
+
+  function focusModal() {
+    const invalid = $("#modal-body .modal-field.invalid .modal-input");
+    const submit = $("#modal-submit");
+    const target = invalid || $("#modal-body .modal-input") || (submit.hidden ? $("#modal-close") : submit);
+    target.focus();
+  }
+
+  function hideModal() {
+    const hadFocus = $("#modal-layer").contains(document.activeElement);
+    ui.modal = null;
+    ui.modalKey = "";
+    $("#modal-layer").hidden = true;
+    $("#modal-body").replaceChildren();
+    if (!confirmOpen()) {
+      $("#main").inert = false;
+      if (hadFocus) restoreFocus(ui.modalReturn);
+    }
+    ui.modalReturn = null;
+  }
+
+  async function viewAction(action, viewId, values) {
+    ui.viewBusy += 1;
+    ui.viewSeq += 1;
+    try {
+      return await send("/ui/view", { action, view_id: viewId, values });
+    } finally {
+      ui.viewBusy -= 1;
+      ui.viewSeq += 1;
+    }
+  }
+
+  function dismissModal() {
+    const modal = ui.modal;
+    if (!modal) return;
+    ui.drafts.delete(modal.id);
+    hideModal();
+    viewAction("close", modal.id, {});
+  }
+
+  $("#modal-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const modal = ui.modal;
+    if (!modal || ui.submitting) return;
+    const values = {};
+    for (const input of $("#modal-body").querySelectorAll(".modal-input")) {
+      values[input.dataset.actionId] = input.value;
+    }
+    const submit = $("#modal-submit");
+    ui.submitting = true;
+    submit.disabled = true;
+    let answer;
+    try {
+      answer = await viewAction("submit", modal.id, values);
+    } finally {
+      ui.submitting = false;
+      submit.disabled = false;
+    }
+    if (ui.modal !== modal) return; // closed or replaced while the app decided
+    if (!answer.ok) {
+      showModalErrors({}, answer.error || "the emulator is not reachable");
+    } else if (answer.closed) {
+      ui.drafts.delete(modal.id);
+      hideModal();
+    } else {
+      showModalErrors(answer.errors || {}, answer.failure);
+      focusModal();
+    }
+  });
+
+  $("#modal-body").addEventListener("input", (event) => {
+    const input = event.target;
+    if (!ui.modal || !(input instanceof Element) || !input.classList.contains("modal-input")) return;
+    const drafts = ui.drafts.get(ui.modal.id) || {};
+    drafts[input.dataset.actionId] = input.value;
+    ui.drafts.set(ui.modal.id, drafts);
+    updateCount(input);
+  });
+
+  $("#modal-x").addEventListener("click", dismissModal);
+  $("#modal-close").addEventListener("click", dismissModal);
+
+  // -- confirmation dialogs (a button's `confirm` object) -----------------------------------
+  // In the page, not window.confirm: it looks like Slack's, and headless browsers dismiss
+  // native dialogs on their own.
+  function parseConfirm(raw) {
+    if (!raw) return null;
+    try {
+      return JSON.parse(raw);
+    } catch (err) {
+      return null;
+    }
+  }
+
+  function confirmOpen() {
+    return !$("#confirm-layer").hidden;
+  }
+
+  function askConfirm(confirm, onAccept) {
+    ui.confirmAccept = onAccept;
+    ui.confirmReturn = focusKey(document.activeElement);
+    $("#confirm-title").textContent = confirm.title;
+    $("#confirm-text").innerHTML = confirm.html; // rendered and escaped by the emulator
+    $("#confirm-deny").textContent = confirm.deny;
+    const accept = $("#confirm-accept");
+    accept.textContent = confirm.confirm;
+    accept.className = "dialog-button " + (confirm.style === "danger" ? "danger" : "primary");
+    closePicker();
+    $("#main").inert = true;
+    $("#confirm-layer").hidden = false;
+    // the safe answer first, so Enter on a destructive action does not go ahead by accident
+    $("#confirm-deny").focus();
+  }
+
+  function answerConfirm(accepted) {
+    const accept = ui.confirmAccept;
+    ui.confirmAccept = null;
+    $("#confirm-layer").hidden = true;
+    if (ui.modal) {
+      focusModal();
+    } else {
+      $("#main").inert = false;
+      restoreFocus(ui.confirmReturn);
+    }
+    ui.confirmReturn = null;
+    if (accepted && accept) accept();
+  }
+
+  $("#confirm-accept").addEventListener("click", () => answerConfirm(true));
+  $("#confirm-deny").addEventListener("click", () => answerConfirm(false));
+
   // -- events --------------------------------------------------------------------------------
   $("#messages").addEventListener("click", (event) => {
     const target = event.target instanceof Element ? event.target : null;
@@ -289,8 +570,14 @@
     if (button && ts) {
       const body = { ts, action_id: button.dataset.actionId };
       if (button.dataset.hasValue === "1") body.value = button.dataset.value;
-      send("/ui/button", body);
-      if (button.dataset.url) window.open(button.dataset.url, "_blank", "noopener");
+      const url = button.dataset.url;
+      const click = () => {
+        send("/ui/button", body);
+        if (url) window.open(url, "_blank", "noopener");
+      };
+      const confirm = parseConfirm(button.dataset.confirm);
+      if (confirm) askConfirm(confirm, click);
+      else click();
       return;
     }
     const chip = target.closest(".reaction");
@@ -327,10 +614,21 @@
     if (!$("#picker").hidden && !(event.target instanceof Element && event.target.closest("#picker"))) closePicker();
   });
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") closePicker();
+    if (event.key !== "Escape") return;
+    if (confirmOpen()) {
+      event.preventDefault();
+      answerConfirm(false);
+    } else if (ui.modal) {
+      event.preventDefault();
+      dismissModal();
+    } else {
+      closePicker();
+    }
   });
 
   $("#act-as").addEventListener("change", (event) => {
+    // a confirmation belongs to the click of the member who was acting
+    if (confirmOpen()) answerConfirm(false);
     ui.me = event.target.value;
     localStorage.setItem("slackemu.user", ui.me);
     remember();

@@ -8,13 +8,16 @@ or playwright these tests skip, except in CI (CI=true) where they fail.
 from __future__ import annotations
 
 import contextlib
+import html
 import importlib.util
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -23,7 +26,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.demo import PEOPLE, DemoRepo
 from bot.local import start_stack
 from slackemu import SlackEmulator
-from slackemu.browser import mrkdwn_html
+from slackemu.browser import FAILURE_TEXT, button_html, confirm_json, modal_json, mrkdwn_html
+from slackemu.views import View
 from tests.conftest import IN_CI, free_port
 from tests.e2e.harness import ALICE, BOB, CHANNEL, write_config
 
@@ -150,6 +154,62 @@ RELEASE_BLOCKS: list[dict[str, Any]] = [
 ]
 
 
+REASON_MODAL: dict[str, Any] = {
+    "type": "modal",
+    "callback_id": "why",
+    "private_metadata": "rel-1",
+    "title": {"type": "plain_text", "text": "Block release"},
+    "submit": {"type": "plain_text", "text": "Block"},
+    "close": {"type": "plain_text", "text": "Cancel"},
+    "blocks": [
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": "Release *rel-1* waits while you block it."},
+        },
+        {
+            "type": "input",
+            "block_id": "reason",
+            "label": {"type": "plain_text", "text": "Why?"},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": "text",
+                "multiline": True,
+                "max_length": 200,
+            },
+        },
+    ],
+}
+
+CANCEL_CONFIRM: dict[str, Any] = {
+    "title": {"type": "plain_text", "text": "Cancel this release?"},
+    "text": {"type": "mrkdwn", "text": "Release *rel-1* will not deploy. <img src=x>"},
+    "confirm": {"type": "plain_text", "text": "Cancel release"},
+    "deny": {"type": "plain_text", "text": "Keep it"},
+    "style": "danger",
+}
+
+
+def modal_app(emu: SlackEmulator, submitted: list[tuple[str, str, str]]) -> AsyncApp:
+    """Reject opens the reason modal; "because" is refused as Slack apps refuse input."""
+    app = new_app(emu)
+
+    @app.action("reject")
+    async def reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        await client.views_open(trigger_id=body["trigger_id"], view=REASON_MODAL)
+
+    @app.view("why")
+    async def why(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        text = view["state"]["values"]["reason"]["text"]["value"]
+        if text == "because":
+            await ack(response_action="errors", errors={"reason": "Say a bit more."})
+            return
+        submitted.append((body["user"]["id"], view["private_metadata"], text))
+        await ack()
+
+    return app
+
+
 # -- without a browser: the HTML the page inserts --------------------------------------------
 def test_mrkdwn_is_formatted_and_escaped() -> None:
     names = {"U1": "alice <admin>", "C1": "releases"}
@@ -181,6 +241,146 @@ def test_quotes_and_preformatted_blocks() -> None:
     )
 
 
+def test_modal_is_described_with_plain_values_for_its_fields() -> None:
+    spec: dict[str, Any] = {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": "Ship it :rocket:"},
+        "submit": {"type": "plain_text", "text": "Go"},
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": "*why* <@U1> <script>"}},
+            {
+                "type": "input",
+                "block_id": "note",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Note <b>"},
+                "hint": {"type": "plain_text", "text": "Shown in the thread"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "note_text",
+                    "placeholder": {"type": "plain_text", "text": "optional"},
+                    "initial_value": "hi",
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "env",
+                "label": {"type": "plain_text", "text": "Env"},
+                "element": {"type": "static_select", "action_id": "pick", "options": []},
+            },
+        ],
+    }
+    view = View(id="V1", user="U1", spec=spec)
+    shown = modal_json(view, {"U1": "bob"}, "U1", {"note": "Too short <x>"}, "http_timeout")
+    assert (shown["id"], shown["title"], shown["submit"], shown["close"]) == (
+        "V1",
+        "Ship it 🚀",
+        "Go",
+        "Cancel",
+    )
+    section, note, select = shown["blocks"]
+    assert section["type"] == "html"
+    assert "<b>why</b>" in section["html"] and '<span class="mention me"' in section["html"]
+    assert "&lt;script&gt;" in section["html"] and "<script" not in section["html"]
+    assert note == {
+        "type": "input",
+        "block_id": "note",
+        "action_id": "note_text",
+        "label": "Note <b>",  # a plain value: the page sets it as text
+        "hint": "Shown in the thread",
+        "optional": True,
+        "multiline": False,
+        "max_length": None,
+        "placeholder": "optional",
+        "initial_value": "hi",
+    }
+    assert select["type"] == "html" and "static_select is not emulated" in select["html"]
+    assert shown["errors"] == {"note": "Too short <x>"}
+    assert shown["failure"] == f"{FAILURE_TEXT} (http_timeout)"
+    closing = modal_json(View(id="V2", user="U1", spec={**spec, "submit": None}), {})
+    assert (closing["submit"], closing["errors"], closing["failure"]) == (None, {}, None)
+
+
+def test_a_buttons_confirm_reaches_the_page_escaped() -> None:
+    shown = confirm_json(CANCEL_CONFIRM, {})
+    assert shown == {
+        "title": "Cancel this release?",
+        "html": '<span class="mrk">Release <b>rel-1</b> will not deploy. &lt;img src=x&gt;</span>',
+        "confirm": "Cancel release",
+        "deny": "Keep it",
+        "style": "danger",
+    }
+    bare = confirm_json({"title": {"type": "plain_text", "text": "Sure?"}}, {})
+    assert bare is not None and (bare["confirm"], bare["deny"], bare["style"]) == (
+        "Yes",
+        "Cancel",
+        "primary",
+    )
+    assert confirm_json(None, {}) is None
+
+    rendered = button_html(
+        {**button("cancel", "Cancel release", "rel-1", "danger"), "confirm": CANCEL_CONFIRM},
+        "rel_actions",
+        {},
+    )
+    assert 'class="bk-button danger"' in rendered and 'aria-haspopup="dialog"' in rendered
+    attribute = rendered.split('data-confirm="', 1)[1].split('"', 1)[0]
+    assert "<" not in attribute  # the JSON stays inside its attribute
+    assert json.loads(html.unescape(attribute)) == shown
+    assert "data-confirm" not in button_html(button("approve", "Approve", "rel-1"), None, {})
+
+
+async def test_ui_view_answers_for_the_member_whose_modal_it_is(emu: SlackEmulator) -> None:
+    """Without a browser: the modal in /ui/state, refusals, and errors kept until closed."""
+    views = emu.workspace.views
+    view = views.open_view(views.issue("1.2.bob", BOB), REASON_MODAL)
+    emu.request_url = f"http://127.0.0.1:{free_port()}/slack/events"  # an app that is down
+
+    async with aiohttp.ClientSession(emu.base_url) as http:
+
+        async def state(user: str) -> Any:
+            async with http.get("/ui/state", params={"user": user}) as resp:
+                return (await resp.json())["modal"]
+
+        async def act(**body: Any) -> tuple[int, Any]:
+            async with http.post("/ui/view", json=body) as resp:
+                return resp.status, await resp.json()
+
+        assert await state(ALICE) is None
+        modal = await state(BOB)
+        assert (modal["id"], modal["title"], modal["errors"]) == (view.id, "Block release", {})
+        assert [b["type"] for b in modal["blocks"]] == ["html", "input"]
+        assert modal["blocks"][1]["multiline"] is True
+        assert modal["blocks"][1]["max_length"] == 200
+
+        assert (await act(user=ALICE, action="submit"))[0] == 409
+        assert (await act(user=BOB, action="submit", view_id="V0GONE"))[0] == 409
+        assert (await act(user=BOB, action="open"))[0] == 400
+        assert (await act(user=BOB, action="submit", values={"text": 1}))[0] == 400
+
+        status, empty = await act(user=BOB, action="submit", view_id=view.id, values={})
+        assert (status, empty["closed"], empty["errors"]) == (
+            200,
+            False,
+            {"reason": "Please complete this required field."},
+        )
+        assert (await state(BOB))["errors"] == empty["errors"]
+        status, down = await act(user=BOB, action="submit", values={"text": "flaky"})
+        assert (status, down["closed"], down["failure"]) == (
+            200,
+            False,
+            f"{FAILURE_TEXT} (connection_failed)",
+        )
+        assert ((await state(BOB))["errors"], (await state(BOB))["failure"]) == (
+            {},
+            down["failure"],
+        )
+
+        status, closed = await act(user=BOB, action="close", view_id=view.id)
+        assert (status, closed["closed"]) == (200, True)
+        assert emu.open_view(BOB) is None and await state(BOB) is None
+        assert [d.kind for d in emu.deliveries] == ["view_submission"]  # only the one it sent
+
+
 # -- in chromium -----------------------------------------------------------------------------
 async def test_block_kit_renders_as_slack_would(emu: SlackEmulator, page: Page) -> None:
     from playwright.async_api import expect
@@ -194,6 +394,9 @@ async def test_block_kit_renders_as_slack_would(emu: SlackEmulator, page: Page) 
         )
         note = await client.chat_postMessage(channel=CHANNEL, text="first version")
         await client.chat_update(channel=CHANNEL, ts=note["ts"], text="second version")
+        ask = [RELEASE_BLOCKS[1], RELEASE_BLOCKS[-1]]
+        asked = await client.chat_postMessage(channel=CHANNEL, text="approve?", blocks=ask)
+        await client.chat_update(channel=CHANNEL, ts=asked["ts"], text="approve?", blocks=ask)
 
         await page.goto(emu.base_url + "/?user=U0BOB")
         message = page.locator(f'.msg[data-ts="{posted["ts"]}"]')
@@ -230,6 +433,11 @@ async def test_block_kit_renders_as_slack_would(emu: SlackEmulator, page: Page) 
 
         edited = page.locator(f'.msg[data-ts="{note["ts"]}"]')
         await expect(edited.locator(".msg-body")).to_have_text("second version (edited)")
+        # after the last text, never inside a button that ends the message
+        marked = page.locator(f'.msg[data-ts="{asked["ts"]}"] .msg-body .edited')
+        await expect(marked).to_have_count(1)
+        await expect(page.locator(".bk-button .edited")).to_have_count(0)
+        await expect(marked.locator("xpath=..")).to_have_text("Env\nsandbox (edited)")
 
 
 async def test_slash_command_typed_in_the_box_reaches_the_app(
@@ -389,12 +597,17 @@ async def test_a_shipmate_release_from_the_browser(
     config = write_config(tmp_path, port=free_port(), staging_port=free_port())
     emulator = SlackEmulator(signing_secret="test-signing-secret", bot_token="xoxb-test")
     emulator.enable_browser([*config.slack.approve_reactions, *config.slack.block_reactions])
-    await emulator.start()
-    for user, (name, real, email) in PEOPLE.items():
-        emulator.add_user(user, name=name, email=email, real_name=real)
-    emulator.add_channel(CHANNEL, name="releases")
-    stack = await start_stack(config, redis, emulator)
-    try:
+    # undone in reverse, whatever fails on the way: web and worker (which share the fixture's
+    # Redis client, closed by the fixture once they are stopped), the emulator, the services
+    async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.callback(_stop_services, tmp_path)
+        await emulator.start()
+        cleanup.push_async_callback(emulator.stop)
+        for user, (name, real, email) in PEOPLE.items():
+            emulator.add_user(user, name=name, email=email, real_name=real)
+        emulator.add_channel(CHANNEL, name="releases")
+        stack = await start_stack(config, redis, emulator)
+        cleanup.push_async_callback(stack.stop)
         await stack.trigger_collect()
         found = await emulator.wait_for(
             lambda: next((m for m in emulator.messages(CHANNEL) if m.user), None),
@@ -420,9 +633,143 @@ async def test_a_shipmate_release_from_the_browser(
             await expect(batch.locator(".reaction.mine")).to_have_count(1)
         await expect(batch).to_contain_text("Release sandbox-1 is live on sandbox", timeout=20_000)
         await expect(batch.locator(".edited").first).to_be_visible()
-    finally:
-        await stack.stop()
-        await emulator.stop()
-        for pidfile in list(tmp_path.glob("*.pid")):  # noqa: ASYNC240 - teardown, a few files
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+def _stop_services(workdir: Path) -> None:
+    for pidfile in workdir.glob("*.pid"):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+# -- modals and confirmations ----------------------------------------------------------------
+async def test_a_modal_opened_by_a_button_is_filled_in_and_submitted(
+    emu: SlackEmulator, page: Page
+) -> None:
+    from playwright.async_api import expect
+
+    submitted: list[tuple[str, str, str]] = []
+
+    def submissions() -> int:
+        return sum(d.kind == "view_submission" for d in emu.deliveries)
+
+    async with running(emu, modal_app(emu, submitted)) as client:
+        posted = await client.chat_postMessage(
+            channel=CHANNEL, text="Release rel-1", blocks=RELEASE_BLOCKS
+        )
+        await page.goto(emu.base_url + "/?user=U0BOB")
+        message = page.locator(f'.msg[data-ts="{posted["ts"]}"]')
+        dialog = page.get_by_role("dialog", name="Block release")
+        field = dialog.get_by_role("textbox", name="Why?")
+        error = dialog.locator(".field-error")
+        submit = dialog.get_by_role("button", name="Block", exact=True)
+
+        await message.locator(".bk-button.danger").click()
+        await expect(dialog).to_be_visible()
+        await expect(dialog).to_have_attribute("aria-modal", "true")
+        await expect(dialog.locator(".bk-text b")).to_have_text("rel-1")
+        await expect(field).to_be_focused()
+        await expect(dialog.locator(".field-count")).to_have_text("0/200")
+        await expect(error).to_be_hidden()
+
+        # it is Bob's: acting as Alice shows the channel, and Bob gets his half-typed text back
+        await field.fill("half")
+        await page.select_option("#act-as", "U0ALICE")
+        await expect(dialog).to_be_hidden()
+        await expect(page.locator("#acting-name")).to_have_text("alice")
+        assert emu.open_view(ALICE) is None
+        await page.select_option("#act-as", "U0BOB")
+        await expect(dialog).to_be_visible()
+        await expect(field).to_have_value("half")
+
+        await field.fill("")
+        await submit.click()
+        await expect(error).to_have_text("Please complete this required field.")
+        await expect(field).to_have_attribute("aria-invalid", "true")
+        await expect(field).to_be_focused()
+        assert submissions() == 0  # Slack's client never sends it
+
+        await field.fill("because")
+        await submit.click()
+        await expect(error).to_have_text("Say a bit more.")
+        await expect(dialog).to_be_visible()
+        assert submissions() == 1 and submitted == []
+
+        await field.fill("the migration is not reversible")
+        await submit.click()
+        await expect(dialog).to_be_hidden()
+        assert submitted == [(BOB, "rel-1", "the migration is not reversible")]
+        assert emu.open_view(BOB) is None
+
+        # a new modal starts empty; Escape closes it and nothing reaches the app
+        await message.locator(".bk-button.danger").click()
+        await expect(dialog).to_be_visible()
+        await expect(field).to_have_value("")
+        await expect(error).to_be_hidden()
+        await field.fill("never mind")
+        await page.keyboard.press("Escape")
+        await expect(dialog).to_be_hidden()
+        await emu.wait_for(lambda: emu.open_view(BOB) is None, what="the modal to close")
+        await expect(message.locator(".bk-button.danger")).to_be_focused()
+        await expect(dialog).to_be_hidden()
+        assert submissions() == 2 and len(submitted) == 1
+
+
+async def test_a_button_with_confirm_asks_before_it_is_sent(emu: SlackEmulator, page: Page) -> None:
+    from playwright.async_api import expect
+
+    app = new_app(emu)
+    clicks: list[str] = []
+
+    @app.action("cancel")
+    async def cancel(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        clicks.append(body["user"]["id"])
+        await respond(replace_original=True, text=f"Release rel-1 cancelled by <@{clicks[-1]}>")
+
+    blocks = [
+        {
+            "type": "actions",
+            "block_id": "rel_actions",
+            "elements": [
+                button("approve", "Approve", "rel-1", "primary"),
+                {**button("cancel", "Cancel release", "rel-1"), "confirm": CANCEL_CONFIRM},
+            ],
+        }
+    ]
+    async with running(emu, app) as client:
+        posted = await client.chat_postMessage(channel=CHANNEL, text="rel-1", blocks=blocks)
+        await page.goto(emu.base_url + "/?user=U0BOB")
+        message = page.locator(f'.msg[data-ts="{posted["ts"]}"]')
+        ask = page.get_by_role("alertdialog", name="Cancel this release?")
+        cancel_button = message.get_by_role("button", name="Cancel release")
+        deny = ask.get_by_role("button", name="Keep it")
+        accept = ask.get_by_role("button", name="Cancel release")
+
+        await cancel_button.click()
+        await expect(ask).to_be_visible()
+        await expect(ask).to_have_attribute("aria-modal", "true")
+        await expect(ask.locator("#confirm-text b")).to_have_text("rel-1")
+        await expect(ask.locator("#confirm-text")).to_have_text(
+            "Release rel-1 will not deploy. <img src=x>"
+        )
+        await expect(accept).to_have_class("dialog-button danger")
+        await expect(deny).to_be_focused()
+        await deny.click()
+        await expect(ask).to_be_hidden()
+        await expect(cancel_button).to_be_focused()
+
+        await cancel_button.click()
+        await expect(ask).to_be_visible()
+        await page.keyboard.press("Escape")
+        await expect(ask).to_be_hidden()
+
+        await cancel_button.click()
+        await accept.click()
+        await expect(ask).to_be_hidden()
+        await expect(message.locator(".msg-body")).to_have_text(
+            "Release rel-1 cancelled by @bob (edited)"
+        )
+        # had deny or Escape sent the click, it would have reached the app before this one
+        assert clicks == [BOB]
+        assert [d.kind for d in emu.deliveries] == ["block_actions"]
+        await expect(page.locator("#messages img")).to_have_count(0)
