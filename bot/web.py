@@ -27,7 +27,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.metrics import FLUSH_EVERY, RECORDER, Flusher, Recorder, scrape
+from bot.exposition import scrape
+from bot.metrics import FLUSH_EVERY, RECORDER, Flusher, Recorder
 from bot.store import Store
 from handlers.github import GITHUB_PATH
 from handlers.slack import Deps, register
