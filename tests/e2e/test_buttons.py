@@ -149,3 +149,21 @@ async def test_an_expired_trigger_says_how_to_block_anyway(team: Team) -> None:
     await team.wait_ephemeral(BOB, "Could not open the block form")
     assert team.emu.open_view(BOB) is None
     assert (await team.release_state("sandbox-1")).blocks == frozenset()
+
+
+async def test_an_approved_release_waiting_for_a_lock_can_be_cancelled(team: Team) -> None:
+    lock = await team.emu.slash_command(ALICE, CHANNEL, "/lock", "sandbox payments freeze")
+    assert "locked *sandbox*" in lock.text
+    msg = await _frozen(team)
+    await _click(team, ALICE, msg, APPROVE_ACTION)
+    await _click(team, BOB, msg, APPROVE_ACTION)
+    waiting = await team.wait_text(msg.ts, "is approved")
+    assert "is locked" in rendered(waiting)
+    assert [b.get("action_id") for _, b in waiting.buttons()] == [CANCEL_ACTION]
+    await _click(team, ALICE, msg, CANCEL_ACTION)
+    await team.wait_text(msg.ts, "was cancelled")
+    await team.emu.slash_command(ALICE, CHANNEL, "/unlock", "sandbox")
+    # nothing deploys after the unlock: the cancelled release stays cancelled
+    env = await team.stack.store.env("sandbox")
+    assert (env.active_release, env.live_sha) == (None, None)
+    assert (await team.release_state("sandbox-1")).state is ReleaseState.CANCELLED
