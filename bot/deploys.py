@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.locks import DeployLocks, Lease, LockLost
 from bot.logs import bind
@@ -49,6 +49,7 @@ from domain.models import EnvState, Release, ReleaseKind, ReleaseState, Step, St
 from domain.render import escape
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 S = ReleaseState
 
@@ -123,11 +124,11 @@ class _Thread:
     def __init__(self, runner: DeployRunner, release_id: str) -> None:
         self._runner = runner
         self._release_id = release_id
-        self._posted = asyncio.ensure_future(runner.renderer.ensure_posted(release_id))
+        self._posted = runner.background(runner.renderer.ensure_posted(release_id))
         self._last: asyncio.Future[None] | None = None
 
     def say(self, text: str) -> None:
-        self._last = asyncio.ensure_future(self._send(self._last, text))
+        self._last = self._runner.background(self._send(self._last, text))
 
     async def _send(self, previous: asyncio.Future[None] | None, text: str) -> None:
         if previous is not None:
@@ -166,6 +167,24 @@ class DeployRunner:
         self.clock = clock
         self.lock_wait = lock_wait
         self._threads: dict[str, _Thread] = {}
+        self._background: set[asyncio.Future[Any]] = set()
+
+    def background(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        """Start ``work`` (a thread line, waiting for the message) without waiting for it;
+        :meth:`close` ends whatever is still running when the worker stops."""
+        future = asyncio.ensure_future(work)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+        return future
+
+    async def close(self) -> None:
+        """Stop the background posts of a stopping worker: they use Redis and Slack, and
+        must not outlive the connections the worker is about to close."""
+        pending = list(self._background)
+        for future in pending:
+            future.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._threads.clear()
 
     async def run(self, release_id: str) -> None:
         """Deploy ``release_id`` if it still needs it.

@@ -126,6 +126,7 @@ class Worker:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+            await self.deploys.close()
             flushed.set()
             await asyncio.gather(flusher, return_exceptions=True)
             if self._on_stop is not None:

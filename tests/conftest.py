@@ -5,6 +5,7 @@ In CI (CI=true) a missing redis-server is a failure, never a skip.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -105,3 +106,11 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage_per_module() -> Iterator[None]:
+    """A client or socket left open is reported by the module that leaked it (its last
+    test's teardown), not by whichever later test happens to trigger a collection."""
+    yield
+    gc.collect()
