@@ -454,7 +454,7 @@ class DeployRunner:
     ) -> tuple[bool, str]:
         """Deploy ``sha`` and check its health; (healthy, why not)."""
         reporter = ThreadReporter(self, release, lease, prefix=prefix)
-        target = DeployTarget(env=release.env, sha=sha)
+        target = DeployTarget(env=release.env, sha=sha, fence=lease.fence, release=release.id)
         going_back = bool(prefix) or release.kind is ReleaseKind.ROLLBACK
         try:
             if not going_back:

@@ -23,6 +23,7 @@ from domain.models import StepStatus
 # in argv and environment variables.
 _SHA_RE = re.compile(r"[0-9a-f]{7,40}")
 _ENV_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_RELEASE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}-[0-9]{1,12}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +33,21 @@ class DeployTarget:
 
     env: str
     sha: str
+    #: the deploy lock's fencing token: grows with every lock taken for the environment, so
+    #: a system the deploy touches can refuse a lower one (a stale, paused worker's deploy)
+    fence: int | None = None
+    #: the release being deployed (``<env>-<n>``), for the deploy's own logs
+    release: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.env, str) or not _ENV_RE.fullmatch(self.env):
             raise ValueError(f"not a valid environment name: {self.env!r}")
         if not isinstance(self.sha, str) or not _SHA_RE.fullmatch(self.sha):
             raise ValueError(f"not a commit sha (7-40 lowercase hex digits): {self.sha!r}")
+        if self.fence is not None and (type(self.fence) is not int or self.fence < 0):
+            raise ValueError(f"not a fencing token: {self.fence!r}")
+        if self.release and not _RELEASE_RE.fullmatch(self.release):
+            raise ValueError(f"not a release id: {self.release!r}")
 
     @property
     def short_sha(self) -> str:

@@ -51,6 +51,8 @@ def child_env(extra: Mapping[str, str], target: DeployTarget) -> dict[str, str]:
         "SHIPMATE_SHA": target.sha,
         "SHIPMATE_SHORT_SHA": target.short_sha,
         "SHIPMATE_ENV": target.env,
+        **({"SHIPMATE_FENCE": str(target.fence)} if target.fence is not None else {}),
+        **({"SHIPMATE_RELEASE": target.release} if target.release else {}),
     }
 
 

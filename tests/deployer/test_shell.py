@@ -5,6 +5,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,23 @@ async def test_deploy_runs_argv_with_placeholders_env_and_cwd(tmp_path: Path) ->
     ]
     assert reporter.statuses("deploy") == [StepStatus.RUNNING, StepStatus.OK]
     assert reporter.steps[0].detail == f"./deploy.sh {SHA} sandbox"
+
+
+async def test_deploy_knows_its_release_and_fencing_token(tmp_path: Path) -> None:
+    """A script that changes another system can fence it: a lower token means a stale deploy."""
+    write_script(tmp_path / "deploy.sh", 'echo "$SHIPMATE_RELEASE fence=$SHIPMATE_FENCE"\n')
+    reporter = RecordingReporter()
+    target = DeployTarget(env="sandbox", sha=SHA, fence=42, release="sandbox-7")
+    await backend(ShellSpec(deploy=("./deploy.sh",), cwd=tmp_path)).deploy(target, reporter)
+    assert reporter.output_lines == ["sandbox-7 fence=42"]
+
+
+@pytest.mark.parametrize(
+    ("fence", "release"), [(-1, ""), (True, ""), (None, "sandbox-7; rm -rf /"), (None, "x")]
+)
+def test_fence_and_release_are_validated(fence: Any, release: str) -> None:
+    with pytest.raises(ValueError):
+        DeployTarget(env="sandbox", sha=SHA, fence=fence, release=release)
 
 
 async def test_command_on_path(tmp_path: Path) -> None:
