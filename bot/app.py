@@ -155,7 +155,7 @@ def build_worker(
     """``lock_ttl``: the deploy lock's lifetime (renewed while a deploy runs);
     ``reclaim_idle``: how long a job may sit unclaimed before another worker takes it;
     ``max_deliveries``: tries before a job goes to the dead-letter stream."""
-    gateway = SlackGateway(client)
+    gateway = SlackGateway(client, redis=store.redis, keys=store.keys)
     mirror = GitMirror(config.repo.url, config.repo.branch, config.state_dir / "mirror.git")
     people = PeopleDirectory(config.people, store.redis, store.keys, gateway)
     renderer = Renderer(store, gateway, config)

@@ -70,6 +70,11 @@ class Keys:
     def person(self, email: str) -> str:
         return f"{self.prefix}person:{email.lower()}"
 
+    def slack_backoff(self, method: str) -> str:
+        """Slack's Retry-After for ``method``, shared by every worker: Slack limits the app
+        per method, not per process. Expires when the wait is over."""
+        return f"{self.prefix}slack:backoff:{method}"
+
     def deploy_lock(self, env: str) -> str:
         return f"{self.prefix}lock:{env}"
 

@@ -4,26 +4,49 @@ Slack answers 429 with a Retry-After; this module waits exactly that long before
 next call to the same method, so shipmate never hammers a rate-limited workspace.
 Message edits are not replayed after a 429: the renderer renders the latest state
 again, so an update that was refused is repaired, not repeated.
+
+Slack limits the app per method, not per process, so with Redis the deadline is shared:
+a 429 one worker earns makes every worker wait. Redis only adds to the in-memory deadline;
+when it is unreachable each worker still honours the Retry-Afters it saw itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot.keys import Keys
 from bot.metrics import RECORDER, SLACK_CALLS, SLACK_ERRORS, SLACK_RATE_LIMITED, Recorder
 
 log = logging.getLogger(__name__)
 
 #: never wait longer than this for one 429 (Slack's Retry-After is seconds, rarely minutes)
 MAX_RETRY_AFTER = 120.0
+#: after a failed Redis command, look at the shared deadline again only this much later: an
+#: unreachable Redis must not add a failing round trip (and its reconnect tries) to every call
+SHARED_PAUSE = 5.0
+
+# Extends the shared deadline, never shortens it: workers that got 429s at about the same
+# time may write in any order, and the longest Retry-After is the one Slack enforces.
+# PTTL is relative, so the workers' clocks never have to agree.
+_EXTEND_BACKOFF = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[1])
+  return 1
+end
+return 0
+"""
 
 
 class RateLimited(Exception):
@@ -59,7 +82,10 @@ class SlackGateway:
         *,
         clock: Callable[[], float] = time.monotonic,
         metrics: Recorder | None = None,
+        redis: Redis | None = None,
+        keys: Keys | None = None,
     ) -> None:
+        """Without ``redis`` every Retry-After stays in this process."""
         self.client = client
         self._clock = clock
         self.metrics = metrics or RECORDER
@@ -67,15 +93,62 @@ class SlackGateway:
         self._not_before: dict[str, float] = {}
         self.calls = 0
         self.rate_limited = 0
+        self._redis = redis
+        self._keys = keys or Keys()
+        self._extend: AsyncScript | None = (
+            redis.register_script(_EXTEND_BACKOFF) if redis is not None else None
+        )
+        #: monotonic time before which the shared deadline is not looked at (Redis failed)
+        self._shared_paused_until = 0.0
 
     def delay(self, method: str) -> float:
         """Seconds before ``method`` may be called again (0 when it may be called now)."""
         return max(0.0, self._not_before.get(method, 0.0) - self._clock())
 
     async def _wait_turn(self, method: str) -> None:
-        delay = self.delay(method)
-        if delay > 0:
+        delay = max(self.delay(method), await self._shared_delay(method))
+        while delay > 0:
             await asyncio.sleep(delay)
+            # another worker may have earned a later deadline while this one waited
+            delay = await self._shared_delay(method)
+
+    async def _shared_delay(self, method: str) -> float:
+        """Seconds the shared deadline still asks of ``method`` (0 without Redis)."""
+        if self._redis is None or self._clock() < self._shared_paused_until:
+            return 0.0
+        try:
+            pttl = int(await self._redis.pttl(self._keys.slack_backoff(method)))
+        except RedisError as err:
+            self._shared_failed(method, err)
+            return 0.0
+        # -2: no deadline; -1 (no expiry) was not written here and would hold calls forever
+        if pttl <= 0:
+            return 0.0
+        wait = min(pttl / 1000, MAX_RETRY_AFTER)
+        # kept in memory too, so delay() (which the renderer asks before an edit) knows it
+        deadline = self._clock() + wait
+        if deadline > self._not_before.get(method, 0.0):
+            self._not_before[method] = deadline
+        return wait
+
+    async def _share(self, method: str, wait: float) -> None:
+        ms = math.ceil(wait * 1000)
+        # tried even while checks are paused: a 429 is rare and is what the others must hear
+        if self._extend is None or ms <= 0:
+            return
+        try:
+            await self._extend(keys=[self._keys.slack_backoff(method)], args=[ms])
+        except RedisError as err:
+            self._shared_failed(method, err)
+
+    def _shared_failed(self, method: str, err: RedisError) -> None:
+        self.metrics.redis_error("worker", "slack_backoff")
+        self._shared_paused_until = self._clock() + SHARED_PAUSE
+        log.warning(
+            "cannot share Slack's Retry-After through Redis (%s); this worker's own still hold",
+            err,
+            extra={"method": method},
+        )
 
     async def call(
         self,
@@ -100,6 +173,7 @@ class SlackGateway:
                 self.rate_limited += 1
                 self.metrics.inc(SLACK_RATE_LIMITED, method=method)
                 self._not_before[method] = self._clock() + wait
+                await self._share(method, wait)
                 log.warning("slack rate limit", extra={"method": method, "retry_after": wait})
                 if not replay:
                     raise RateLimited(method, wait) from err
