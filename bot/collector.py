@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from bot.config import Config
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: commits read for one batch; a brand-new environment starts from the newest ones
 MAX_BATCH_COMMITS = 200
+#: (base, head) pairs whose commit lists a collector remembers
+LISTED_CACHE = 64
 
 
 class Collector:
@@ -40,6 +43,9 @@ class Collector:
         self.config = config
         self.people = people
         self.clock = clock
+        #: (base, head) -> the commits between them; immutable for given shas, so every
+        #: environment on the same base, and every poll while nothing merged, reuses it
+        self._listed: OrderedDict[tuple[str | None, str], tuple[Commit, ...]] = OrderedDict()
 
     async def collect(self) -> str:
         """Fetch the branch and refresh every environment's batch; returns the head sha."""
@@ -119,7 +125,16 @@ class Collector:
     async def _commits(self, base: str | None, head: str) -> tuple[Commit, ...]:
         if base == head:
             return ()
+        key = (base, head)
+        if key in self._listed:
+            self._listed.move_to_end(key)
+            return self._listed[key]
         if base is not None and not await self.mirror.has_commit(base):
+            # not remembered: the answer depends on what the mirror holds, not on the shas
             log.warning("sha %s is not in the mirror; listing recent commits instead", base)
-            base = None
-        return tuple(await self.mirror.commits_between(base, head, limit=MAX_BATCH_COMMITS))
+            return tuple(await self.mirror.commits_between(None, head, limit=MAX_BATCH_COMMITS))
+        commits = tuple(await self.mirror.commits_between(base, head, limit=MAX_BATCH_COMMITS))
+        self._listed[key] = commits
+        if len(self._listed) > LISTED_CACHE:
+            self._listed.popitem(last=False)
+        return commits
