@@ -399,7 +399,7 @@ async def cancel_release(store: Store, *, channel: str, ts: str, user: str, at: 
                 "its commits go back into the next batch.",
             ),
         ]
-        return Write(env=change.env, releases=change.releases, jobs=jobs), Decided(
+        return Write(env=change.env, releases=change.releases, jobs=jobs, actor=user), Decided(
             ReactionOutcome.CHANGED, release_id=cancelled.id
         )
 

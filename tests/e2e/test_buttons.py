@@ -59,6 +59,8 @@ async def test_block_button_asks_why_and_everyone_sees_it(team: Team) -> None:
     blocked = await team.release_state("sandbox-1")
     assert blocked.state is ReleaseState.BLOCKED
     assert blocked.block_reasons == ((BOB, "The <migration> is not reversible"),)
+    entry = [e for e in await team.stack.store.audit_log() if e.kind.value == "blocked"][-1]
+    assert (entry.actor, entry.detail.get("reason")) == (BOB, "The <migration> is not reversible")
     shown = await team.wait_text(msg.ts, ":no_entry: @bob: “The <migration> is not reversible”")
     assert "is blocked" in rendered(shown)
     assert "The &lt;migration&gt;" in str(shown.blocks), "user text reaches Slack escaped"
@@ -101,6 +103,11 @@ async def test_cancel_puts_the_commits_back_into_the_next_batch(team: Team) -> N
     await _wait_thread(team, msg.ts, "cancelled release sandbox-1")
     cancelled = await team.release_state("sandbox-1")
     assert cancelled.state is ReleaseState.CANCELLED
+    log = await team.stack.store.audit_log()
+    assert [(e.kind.value, e.actor) for e in log if e.release == "sandbox-1"][-1] == (
+        "cancelled",
+        BOB,
+    )
     # the next batch counts from what runs, so the cancelled commits are in it again
     again = await team.wait_message(
         lambda m: (
