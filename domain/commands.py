@@ -54,7 +54,7 @@ def usage(verb: str, environments: Sequence[str]) -> str:
     return (
         f"Usage: `{_SYNTAX.get(verb, _SYNTAX['release'])}`, for example `/{verb} {example}`.\n"
         f"Environments: {envs}.\n"
-        "`/release <env>` freezes the batch and asks its authors to approve by reacting; "
+        "`/release <env>` freezes the batch and asks its authors to approve (a reaction or the Approve button); "
         "`/rollback <env>` puts the last good release back at once; "
         "`/lock <env> [reason]` holds releases (not rollbacks) until `/unlock <env>`; "
         "`/history <env>` lists its recent releases (only you see it)."
