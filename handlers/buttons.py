@@ -101,14 +101,9 @@ async def _open_block_modal(
         await ack()
         return
     channel, ts, user = where
-    refusal = await intents.may_block(deps.store, channel=channel, ts=ts, user=user)
-    if refusal is not None:
-        await deps.store.enqueue(intents.notice_job(channel, user, refusal))
-        await ack()
-        return
-    snap = await deps.store.snapshot("", message=(channel, ts))
-    release = snap.get(snap.message_release) if snap is not None else None
-    if release is None:  # gone between the two reads; the check above said why
+    release, refusal = await intents.may_block(deps.store, channel=channel, ts=ts, user=user)
+    if refusal is not None or release is None:
+        await deps.store.enqueue(intents.notice_job(channel, user, refusal or ""))
         await ack()
         return
     await ack()

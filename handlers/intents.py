@@ -313,23 +313,23 @@ async def record_decision(store: Store, decision: Decision, *, at: float) -> Dec
         return Decided(ReactionOutcome.DUPLICATE)
 
 
-async def may_block(store: Store, *, channel: str, ts: str, user: str) -> str | None:
-    """Before the Block button opens its modal: why ``user`` could not block, or None.
-
-    Only a read; the submitted reason is checked again when it is recorded.
-    """
+async def may_block(
+    store: Store, *, channel: str, ts: str, user: str
+) -> tuple[Release | None, str | None]:
+    """Before the Block button opens its modal: the release, and why ``user`` could not
+    block it (None: they may). Only a read; the reason is checked again when recorded."""
     snap = await store.snapshot("", message=(channel, ts))
     current = snap.get(snap.message_release) if snap is not None else None
     if current is None:
-        return "That message is not a release shipmate knows about."
+        return None, "That message is not a release shipmate knows about."
     probe = rel.React(user=user, verdict=rel.Verdict.BLOCK, added=True, reason="?")
     try:
         rel.apply(current, probe, at=current.updated_at)
     except NotInvolved as err:
-        return str(err)
+        return current, str(err)
     except InvalidTransition:
-        return _too_late(current)
-    return None
+        return current, _too_late(current)
+    return current, None
 
 
 def _block_note(before: Release, after: Release, d: Decision) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest_asyncio
 from aiohttp import web
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from slackemu import SlackEmulator
@@ -94,3 +95,56 @@ async def receiver(emu: SlackEmulator) -> AsyncIterator[Receiver]:
 @pytest_asyncio.fixture
 async def client(emu: SlackEmulator) -> AsyncWebClient:
     return AsyncWebClient(token=TOKEN, base_url=emu.api_url)
+
+
+#: the form an app opens from a message button: one required reason
+REASON_MODAL: dict[str, Any] = {
+    "type": "modal",
+    "callback_id": "why",
+    "private_metadata": "rel-1",
+    "title": {"type": "plain_text", "text": "Block release"},
+    "submit": {"type": "plain_text", "text": "Block"},
+    "close": {"type": "plain_text", "text": "Cancel"},
+    "blocks": [
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": "Release *rel-1* waits while you block it."},
+        },
+        {
+            "type": "input",
+            "block_id": "reason",
+            "label": {"type": "plain_text", "text": "Why?"},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": "text",
+                "multiline": True,
+                "max_length": 200,
+            },
+        },
+    ],
+}
+
+
+def modal_app(emu: SlackEmulator, submitted: list[tuple[str, str, str]]) -> AsyncApp:
+    """Reject opens the reason modal; "because" is refused as Slack apps refuse input."""
+    app = AsyncApp(
+        client=AsyncWebClient(token=TOKEN, base_url=emu.api_url),
+        signing_secret=SECRET,
+        process_before_response=True,
+    )
+
+    @app.action("reject")
+    async def reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        await client.views_open(trigger_id=body["trigger_id"], view=REASON_MODAL)
+
+    @app.view("why")
+    async def why(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        text = view["state"]["values"]["reason"]["text"]["value"]
+        if text == "because":
+            await ack(response_action="errors", errors={"reason": "Say a bit more."})
+            return
+        submitted.append((body["user"]["id"], view["private_metadata"], text))
+        await ack()
+
+    return app

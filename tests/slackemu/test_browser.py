@@ -31,7 +31,7 @@ from slackemu.views import View
 from tests.conftest import IN_CI, free_port
 from tests.e2e.harness import ALICE, BOB, CHANNEL, write_config
 
-from .conftest import SECRET, TOKEN, make_emulator, populate, serve
+from .conftest import REASON_MODAL, SECRET, TOKEN, make_emulator, modal_app, populate, serve
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -154,32 +154,6 @@ RELEASE_BLOCKS: list[dict[str, Any]] = [
 ]
 
 
-REASON_MODAL: dict[str, Any] = {
-    "type": "modal",
-    "callback_id": "why",
-    "private_metadata": "rel-1",
-    "title": {"type": "plain_text", "text": "Block release"},
-    "submit": {"type": "plain_text", "text": "Block"},
-    "close": {"type": "plain_text", "text": "Cancel"},
-    "blocks": [
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": "Release *rel-1* waits while you block it."},
-        },
-        {
-            "type": "input",
-            "block_id": "reason",
-            "label": {"type": "plain_text", "text": "Why?"},
-            "element": {
-                "type": "plain_text_input",
-                "action_id": "text",
-                "multiline": True,
-                "max_length": 200,
-            },
-        },
-    ],
-}
-
 CANCEL_CONFIRM: dict[str, Any] = {
     "title": {"type": "plain_text", "text": "Cancel this release?"},
     "text": {"type": "mrkdwn", "text": "Release *rel-1* will not deploy. <img src=x>"},
@@ -187,27 +161,6 @@ CANCEL_CONFIRM: dict[str, Any] = {
     "deny": {"type": "plain_text", "text": "Keep it"},
     "style": "danger",
 }
-
-
-def modal_app(emu: SlackEmulator, submitted: list[tuple[str, str, str]]) -> AsyncApp:
-    """Reject opens the reason modal; "because" is refused as Slack apps refuse input."""
-    app = new_app(emu)
-
-    @app.action("reject")
-    async def reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        await client.views_open(trigger_id=body["trigger_id"], view=REASON_MODAL)
-
-    @app.view("why")
-    async def why(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        text = view["state"]["values"]["reason"]["text"]["value"]
-        if text == "because":
-            await ack(response_action="errors", errors={"reason": "Say a bit more."})
-            return
-        submitted.append((body["user"]["id"], view["private_metadata"], text))
-        await ack()
-
-    return app
 
 
 # -- without a browser: the HTML the page inserts --------------------------------------------

@@ -9,62 +9,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from slackemu import SlackEmulator
 from slackemu.views import TRIGGER_LIFETIME
 
-from .conftest import SECRET, TOKEN, make_emulator, populate, serve
+from .conftest import REASON_MODAL, TOKEN, make_emulator, modal_app, populate, serve
 from .test_bolt import APPROVAL_BLOCKS
 
 APP_TOKEN = "xapp-1-A0APP-1-emulator"
-
-REASON_MODAL: dict[str, Any] = {
-    "type": "modal",
-    "callback_id": "why",
-    "private_metadata": "rel-1",
-    "title": {"type": "plain_text", "text": "Block release"},
-    "submit": {"type": "plain_text", "text": "Block"},
-    "close": {"type": "plain_text", "text": "Cancel"},
-    "blocks": [
-        {
-            "type": "input",
-            "block_id": "reason",
-            "label": {"type": "plain_text", "text": "Why?"},
-            "element": {"type": "plain_text_input", "action_id": "text", "max_length": 200},
-        }
-    ],
-}
-
-
-def modal_app(emu: SlackEmulator, submitted: list[tuple[str, str, str]]) -> AsyncApp:
-    app = AsyncApp(
-        client=AsyncWebClient(token=TOKEN, base_url=emu.api_url),
-        signing_secret=SECRET,
-        process_before_response=True,
-    )
-
-    @app.action("reject")
-    async def reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        await client.views_open(trigger_id=body["trigger_id"], view=REASON_MODAL)
-
-    @app.view("why")
-    async def why(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        text = view["state"]["values"]["reason"]["text"]["value"]
-        if text == "because":
-            await ack(response_action="errors", errors={"reason": "Say a bit more."})
-            return
-        submitted.append((body["user"]["id"], view["private_metadata"], text))
-        await ack()
-
-    return app
 
 
 @asynccontextmanager
