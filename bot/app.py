@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.backends import Backends, build_backends
@@ -22,12 +20,13 @@ from bot.gitrepo import GitMirror
 from bot.keys import Keys
 from bot.locks import DeployLocks
 from bot.people import PeopleDirectory
+from bot.redisconn import RETRY_BUDGET, BoundedRetry
 from bot.renderer import Renderer
 from bot.slackapi import SlackGateway
 from bot.socketmode import SocketMode, start_socket_mode
 from bot.store import Store
-from bot.web import create_bolt_app, create_web_app
-from bot.worker import Worker
+from bot.web import Workspace, create_bolt_app, create_web_app
+from bot.worker import Worker, consumer_name
 from handlers.github import github_webhook
 from handlers.slack import Deps
 
@@ -37,21 +36,19 @@ WARM_EVERY = 2.0
 
 def connect_redis(url: str) -> Redis:
     # short timeouts: a web request must answer Slack within 3 s even when Redis is gone.
-    # After Redis restarts, every pooled connection is dead and would fail its next command
-    # once (a job then waits for reclaim, a command answers "unreachable"); a connection
-    # error is retried on a fresh connection at once. Timeouts are not retried: a hung
-    # Redis must not stretch a Slack answer past 3 s.
+    # After Redis restarts, every pooled connection is dead, and for a while the server
+    # answers LOADING while it replays its AOF; after a failover the old primary answers
+    # READONLY. Those are retried on a fresh connection for at most RETRY_BUDGET
+    # (twice that when the connect itself fails too: redis-py nests the two retries), so
+    # a restart is waited out and a longer outage still answers "try again" in time.
+    # Timeouts are not retried: a hung Redis must not stretch a Slack answer past 3 s.
     return Redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=1.0,
         socket_timeout=2.0,
         health_check_interval=15,
-        retry=Retry(
-            ExponentialBackoff(cap=0.1, base=0.05),
-            retries=2,
-            supported_errors=(RedisConnectionError,),
-        ),
+        retry=BoundedRetry(ExponentialBackoff(cap=0.2, base=0.05), budget=RETRY_BUDGET),
     )
 
 
@@ -100,10 +97,15 @@ async def start_web(
     check = backends.check_artifact if backends.checks_artifacts else None
     # web decides on remembered state when it can: one Redis round trip per intent
     cached = Store(store.redis, store.keys, cache=True)
+    # requests from another team, app, enterprise or channel are refused at the edge (and
+    # in bolt, for Socket Mode); a single-workspace install learns its team here
+    workspace = Workspace(config, client)
+    await workspace.learn()
     bolt = create_bolt_app(
         client=client,
         signing_secret=signing_secret,
         deps=Deps(cached, config, clock, check_artifact=check),
+        workspace=workspace,
     )
     github = github_webhook(
         store,
@@ -120,6 +122,8 @@ async def start_web(
         github=github,
         serve_slack_events=bool(signing_secret),
         environments=list(config.environments),
+        signing_secret=signing_secret,
+        workspace=workspace,
     )
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
@@ -154,7 +158,9 @@ def build_worker(
 ) -> Worker:
     """``lock_ttl``: the deploy lock's lifetime (renewed while a deploy runs);
     ``reclaim_idle``: how long a job may sit unclaimed before another worker takes it;
-    ``max_deliveries``: tries before a job goes to the dead-letter stream."""
+    ``max_deliveries``: tries before a job goes to the dead-letter stream. A dead worker's
+    jobs and locks are taken over sooner, once its liveness key is gone (bot.locks)."""
+    name = name or consumer_name()
     gateway = SlackGateway(client, redis=store.redis, keys=store.keys)
     mirror = GitMirror(config.repo.url, config.repo.branch, config.state_dir / "mirror.git")
     people = PeopleDirectory(config.people, store.redis, store.keys, gateway)
@@ -162,7 +168,7 @@ def build_worker(
     backends = build_backends(config)
     deploys = DeployRunner(
         store,
-        DeployLocks(store.redis, store.keys, ttl=lock_ttl),
+        DeployLocks(store.redis, store.keys, ttl=lock_ttl, holder=name),
         renderer,
         gateway,
         backends.runtimes,

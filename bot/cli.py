@@ -124,6 +124,13 @@ def _load(settings: Settings) -> Config:
     return load_config(settings.config_path)
 
 
+def _print_escaped(text: str) -> None:
+    # Whatever the file holds (a lone surrogate, text the terminal cannot show) is printed as an
+    # escape rather than ending check-config with an encoding traceback.
+    encoding = sys.stdout.encoding or "utf-8"
+    print(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shipmate", description="Slack ChatOps release bot")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         path = Path(args.path or os.environ.get("SHIPMATE_CONFIG", "shipmate.yml"))
         config, lines = check_config(path)
-        print("\n".join(lines))
+        _print_escaped("\n".join(lines))
         return 0 if config is not None else 1
     if args.command == "emulator":
         from bot.emulator_cmd import run_emulator

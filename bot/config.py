@@ -15,15 +15,18 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent, Event
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.tokens import Token
 
+from bot.durations import BOUNDS as DURATION_BOUNDS
 from bot.durations import EXPECTED as DURATION_EXPECTED
-from bot.durations import parse_duration
+from bot.durations import duration_seconds, parse_duration, within_bounds
 
 __all__ = [
     "ACTIONS",
@@ -36,6 +39,7 @@ __all__ = [
     "ConfigProblem",
     "EnvironmentConfig",
     "HealthConfig",
+    "Limits",
     "Permissions",
     "RepoConfig",
     "SlackConfig",
@@ -52,6 +56,27 @@ EVERYONE = "everyone"
 ACTIONS = ("release", "rollback", "lock")
 PLACEHOLDERS = ("sha", "short_sha", "env")
 SHORT_SHA_LENGTH = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Sizes no real team reaches; past them a file is a mistake or an attack.
+
+    They are checked while the YAML is composed, before anything is expanded, so a file of
+    a few bytes cannot make shipmate (check-config, web or worker) work for minutes.
+    """
+
+    file_bytes: int = 1024 * 1024
+    # Every alias counts as the copy it stands for: the expanded size, not the written one.
+    nodes: int = 20_000
+    depth: int = 64
+
+
+LIMITS = Limits()
+# Whole-number keys and their ranges; far outside anything useful, but finite.
+INT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {"keep": (1, 100), "replicas": (1, 1000), "successes": (1, 100)}
+)
 
 
 # Mappings are read-only proxies; they are left out of hashing (a proxy is unhashable) so the
@@ -109,6 +134,11 @@ class SlackConfig:
     block_reactions: tuple[str, ...] = ("no_entry", "x")
     # Who may approve for an involved author with no Slack user; empty: whoever typed /release.
     stand_ins: tuple[str, ...] = ()
+    # Requests from elsewhere are refused. None: the team is learned from auth.test at start,
+    # any app id is taken (a signed request is ours), and no enterprise is expected.
+    team_id: str | None = None
+    app_id: str | None = None
+    enterprise_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,11 +240,13 @@ class _Problems:
     def __init__(self, path: str) -> None:
         self.path = path
         self.items: list[ConfigProblem] = []
+        self._seen: set[ConfigProblem] = set()
 
     def report(self, line: int | None, key: str, message: str) -> None:
         problem = ConfigProblem(self.path, line, key, message)
         # A YAML anchor merged into several places would otherwise report its problems repeatedly.
-        if problem not in self.items:
+        if problem not in self._seen:
+            self._seen.add(problem)
             self.items.append(problem)
 
     def at(self, node: Node, key: str, message: str) -> None:
@@ -256,11 +288,30 @@ def _describe(node: Node) -> str:
 def _got(node: Node) -> str:
     """What the user wrote: the text itself for a scalar, else what kind of thing it is."""
     if isinstance(node, ScalarNode) and node.tag in _TEXT_TAGS:
-        return repr(node.value)
+        return _shown(str(node.value))
     return _describe(node)
 
 
+_SHOWN_CHARACTERS = 60
+
+
+def _shown(text: str) -> str:
+    """`text` quoted, cut short when long: a 5,000-digit number makes a poor error line."""
+    if len(text) <= _SHOWN_CHARACTERS:
+        return repr(text)
+    return f"{text[:_SHOWN_CHARACTERS]!r}… ({len(text):,} characters)"
+
+
+def _key_name(name: str) -> str:
+    # Key names go to a terminal: control characters (escape sequences) are shown, not sent;
+    # an empty name is shown as '' so that the problem still names its key.
+    if name.isprintable() and 0 < len(name) <= _SHOWN_CHARACTERS:
+        return name
+    return _shown(name)
+
+
 def _join(parent: str, name: str) -> str:
+    name = _key_name(name)
     return f"{parent}.{name}" if parent else name
 
 
@@ -405,7 +456,12 @@ class _Fields:
 
 def _text(p: _Problems, node: Node, key: str) -> str | None:
     if isinstance(node, ScalarNode) and node.tag in _TEXT_TAGS:
-        return str(node.value)
+        text = str(node.value)
+        # A NUL ends a C string: paths and argv would be cut short, or refused at deploy time.
+        if "\0" in text:
+            p.at(node, key, "expected text without NUL characters ('\\0')")
+            return None
+        return text
     p.at(node, key, f"expected a string, got {_describe(node)}")
     return None
 
@@ -446,37 +502,61 @@ def _backend_kind(p: _Problems, node: Node, key: str) -> BackendKind | None:
 
 
 def _flag(p: _Problems, node: Node, key: str) -> bool:
+    # An explicit `!!bool maybe` carries the tag without being one of YAML's booleans.
     if isinstance(node, ScalarNode) and node.tag == _BOOL:
-        return SafeConstructor.bool_values[str(node.value).lower()]
+        value = SafeConstructor.bool_values.get(str(node.value).lower())
+        if value is not None:
+            return value
     p.expected(node, key, "true or false")
     return False
 
 
-def _whole_number(minimum: int) -> Reader[int]:
+# Python refuses to convert integers past 4,300 digits, and none of ours needs more than a few.
+_INT_CHARACTERS = 24
+
+
+def _int_value(node: Node) -> int | None:
+    if not (isinstance(node, ScalarNode) and node.tag == _INT):
+        return None
+    if len(str(node.value)) > _INT_CHARACTERS:
+        return None
+    try:
+        # Explicitly tagged text (`!!int abc`) reaches here too.
+        return int(SafeConstructor().construct_yaml_int(node))
+    except ValueError:
+        return None
+
+
+def _whole_number(name: str) -> Reader[int]:
+    low, high = INT_RANGES[name]
+
     def read(p: _Problems, node: Node, key: str) -> int:
-        if isinstance(node, ScalarNode) and node.tag == _INT:
-            number = SafeConstructor().construct_yaml_int(node)
-            if number >= minimum:
-                return number
-        p.expected(node, key, f"a whole number of at least {minimum}")
-        return minimum
+        number = _int_value(node)
+        if number is not None and low <= number <= high:
+            return number
+        p.expected(node, key, f"a whole number from {low} to {high}")
+        return low
 
     return read
 
 
 def _duration_reader(allow_zero: bool) -> Reader[float]:
+    allowed = (
+        f"0 or a duration {DURATION_BOUNDS}" if allow_zero else f"a duration {DURATION_BOUNDS}"
+    )
+
     def read(p: _Problems, node: Node, key: str) -> float:
+        seconds = None
         if isinstance(node, ScalarNode) and node.tag in (_STR, _INT, _FLOAT):
-            try:
-                seconds = parse_duration(str(node.value))
-            except ValueError:
-                pass
-            else:
-                if seconds > 0 or allow_zero:
-                    return seconds
-                p.expected(node, key, "a duration longer than 0")
-                return 1.0
-        p.expected(node, key, DURATION_EXPECTED)
+            seconds = duration_seconds(str(node.value))
+        if seconds is None:
+            p.expected(node, key, DURATION_EXPECTED)
+        elif seconds == 0 and not allow_zero:
+            p.expected(node, key, "a duration longer than 0")
+        elif seconds != 0 and not within_bounds(seconds):
+            p.expected(node, key, allowed)
+        else:
+            return seconds
         return 1.0
 
     return read
@@ -517,10 +597,16 @@ def _template(p: _Problems, node: Node, key: str, allowed: Collection[str] = PLA
     text = _text(p, node, key)
     if text is None:
         return ""
+    _check_template(p, node, key, text, allowed)
+    return text
+
+
+def _check_template(
+    p: _Problems, node: Node, key: str, text: str, allowed: Collection[str]
+) -> None:
     problem = _template_problem(text, allowed)
     if problem:
         p.at(node, key, problem)
-    return text
 
 
 def _argv(p: _Problems, node: Node, key: str) -> tuple[str, ...]:
@@ -531,9 +617,13 @@ def _argv(p: _Problems, node: Node, key: str) -> tuple[str, ...]:
     argv = _list_of(_template, "a list of arguments (argv)", hint=False)(p, node, key)
     if isinstance(node, SequenceNode) and not node.value:
         p.at(node, key, "expected a list of arguments (argv), got an empty list")
-    elif argv and argv[0] == "":
+    elif isinstance(node, SequenceNode) and _is_empty_text(node.value[0]):
         p.at(node.value[0], f"{key}[0]", "expected the program to run, got ''")
     return argv
+
+
+def _is_empty_text(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag in _TEXT_TAGS and node.value == ""
 
 
 def _local_path(base_dir: Path, text: str) -> Path:
@@ -599,6 +689,9 @@ _user_id = _matching(_USER_ID, "a Slack user ID like U0ALICE")
 _grantee = _matching(f"{_USER_ID}|{EVERYONE}", "a Slack user ID like U0ALICE or 'everyone'")
 _grantees = _list_of(_grantee, "a list of Slack user IDs or 'everyone'")
 _channel_id = _matching(_CHANNEL_ID, "a Slack channel ID like C0RELEASES (not a #name)")
+_team_id = _matching(r"T[A-Z0-9]{2,}", "a Slack team (workspace) ID like T0ACME")
+_app_id = _matching(r"A[A-Z0-9]{2,}", "a Slack app ID like A0SHIPMATE")
+_enterprise_id = _matching(r"E[A-Z0-9]{2,}", "a Slack Enterprise Grid ID like E0ACME")
 _docker_name = _matching(_DOCKER_NAME, "a name of letters, digits, '_', '.' and '-'")
 _network = _matching(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", "a docker network name like host")
 _registry = _matching(_REGISTRY, "a registry like ghcr.io or registry.local:5000 (no scheme)")
@@ -627,8 +720,11 @@ def _branch(p: _Problems, node: Node, key: str) -> str:
 
 
 def _pr_url(p: _Problems, node: Node, key: str) -> str:
-    text = _template(p, node, key, allowed=("number",))
-    if text and ("{number}" not in text or not text.startswith(("https://", "http://"))):
+    text = _text(p, node, key)
+    if text is None:
+        return ""
+    _check_template(p, node, key, text, ("number",))
+    if "{number}" not in text or not text.startswith(("https://", "http://")):
         p.expected(
             node, key, "a URL containing {number}, like https://github.com/acme/shop/pull/{number}"
         )
@@ -668,21 +764,26 @@ def _repo_url(base_dir: Path) -> Reader[str]:
 
 
 def _image(p: _Problems, node: Node, key: str) -> str:
-    text = _text(p, node, key) or ""
+    text = _text(p, node, key)
+    if text is None:
+        return ""
     placeholder_problem = _template_problem(text, PLACEHOLDERS)
     if placeholder_problem:
         p.at(node, key, placeholder_problem)
         return text
     has_sha = "{sha}" in text or "{short_sha}" in text
-    if text and (not has_sha or text.startswith("-") or any(c.isspace() for c in text)):
+    if not has_sha or text.startswith("-") or any(c.isspace() for c in text):
         p.expected(node, key, "an image containing {sha} or {short_sha}, like shop:{sha}")
     return text
 
 
 def _health_url(p: _Problems, node: Node, key: str) -> str:
-    text = _template(p, node, key)
+    text = _text(p, node, key)
+    if text is None:
+        return ""
+    _check_template(p, node, key, text, PLACEHOLDERS)
     parts = urlsplit(text)
-    if text and (parts.scheme not in ("http", "https") or not parts.netloc):
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         p.expected(node, key, "an http:// or https:// URL")
     return text
 
@@ -713,7 +814,15 @@ _ports = _string_map(_container_port, _host_port, "a mapping of container port t
 
 _TOP_KEYS = ("repo", "slack", "people", "permissions", "environments", "state_dir")
 _REPO_KEYS = ("url", "branch", "pr_url", "poll_every")
-_SLACK_KEYS = ("channel", "approve_reactions", "block_reactions", "stand_ins")
+_SLACK_KEYS = (
+    "channel",
+    "approve_reactions",
+    "block_reactions",
+    "stand_ins",
+    "team_id",
+    "app_id",
+    "enterprise_id",
+)
 _ENV_KEYS = ("approval", "backend", "health", "permissions", "channel", "lock_on_failure")
 _HEALTH_KEYS = ("http", "command", "timeout", "interval", "successes")
 _BACKEND_KEYS: dict[BackendKind, tuple[str, ...]] = {
@@ -768,6 +877,9 @@ def _slack(top: _Fields) -> SlackConfig:
         approve_reactions=tuple(dict.fromkeys(approve)),
         block_reactions=tuple(dict.fromkeys(block)),
         stand_ins=f.value("stand_ins", _list_of(_user_id, "a list of Slack user IDs"), ()),
+        team_id=f.value("team_id", _team_id, None),
+        app_id=f.value("app_id", _app_id, None),
+        enterprise_id=f.value("enterprise_id", _enterprise_id, None),
     )
 
 
@@ -877,7 +989,7 @@ def _docker(f: _Fields) -> BackendConfig:
         ports=f.value("ports", _ports, _frozen()),
         env=f.value("env", _env_vars, _frozen()),
         network=f.value("network", _network, None),
-        keep=f.value("keep", _whole_number(1), 3),
+        keep=f.value("keep", _whole_number("keep"), 3),
         stop_timeout=f.value("stop_timeout", _duration_or_zero, 10.0),
         registry=f.value("registry", _registry, None),
     )
@@ -913,7 +1025,7 @@ def _swarm_fields(f: _Fields) -> BackendConfig:
         env=f.value("env", _env_vars, _frozen()),
         ports=f.value("ports", _ports, _frozen()),
         network=f.value("network", _network, None),
-        replicas=f.value("replicas", _whole_number(1), 1),
+        replicas=f.value("replicas", _whole_number("replicas"), 1),
         stop_timeout=f.value("stop_timeout", _duration_or_zero, 10.0),
     )
 
@@ -946,7 +1058,7 @@ def _health(env: _Fields, base_dir: Path) -> HealthConfig | None:
         command=None if command is None else _with_program_resolved(command, base_dir),
         timeout=f.value("timeout", _duration, 30.0),
         interval=f.value("interval", _duration, 1.0),
-        successes=f.value("successes", _whole_number(1), 1),
+        successes=f.value("successes", _whole_number("successes"), 1),
     )
 
 
@@ -954,9 +1066,15 @@ def _health(env: _Fields, base_dir: Path) -> HealthConfig | None:
 # Loading
 
 
-def _read_text(p: _Problems, path: Path) -> str | None:
+def _read_text(p: _Problems, path: Path, limits: Limits) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            # Read one byte past the limit, never the whole of a huge file (or of /dev/zero).
+            data = file.read(limits.file_bytes + 1)
+        if len(data) > limits.file_bytes:
+            p.report(None, "", f"larger than {limits.file_bytes:,} bytes; that is not a config")
+            return None
+        return data.decode("utf-8")
     except FileNotFoundError:
         p.report(None, "", "file not found")
     except IsADirectoryError:
@@ -983,13 +1101,21 @@ def _yaml_problem(p: _Problems, exc: yaml.YAMLError) -> None:
     p.report(mark.line + 1, "", message)
 
 
-def _compose(p: _Problems, text: str) -> MappingNode | None:
+def _compose(p: _Problems, text: str, limits: Limits) -> MappingNode | None:
+    # Compose rather than load: no Python object ever gets constructed.
+    loader = _GuardedLoader(text, limits)
     try:
-        # SafeLoader, and compose rather than load: no Python object ever gets constructed.
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = loader.get_single_node()
+    except _Refused as exc:
+        p.report(exc.line, exc.key, exc.message)
+        return None
     except yaml.YAMLError as exc:
         _yaml_problem(p, exc)
         return None
+    finally:
+        loader.dispose()
+        for line, key, message in loader.problems:
+            p.report(line, key, message)
     if root is None or _is_null(root):
         p.report(
             None, "", "the file is empty; expected a mapping with repo, slack and environments"
@@ -1003,6 +1129,155 @@ def _compose(p: _Problems, text: str) -> MappingNode | None:
         )
         return None
     return root
+
+
+class _Mark(Protocol):
+    line: int
+
+
+class _Refused(Exception):
+    """A file too big, too deep or looping: composing stops at once, before it expands."""
+
+    def __init__(self, mark: _Mark | None, key: str, message: str) -> None:
+        super().__init__(message)
+        self.line = mark.line + 1 if mark is not None else None
+        self.key = key
+        self.message = message
+
+
+# Tags a plain YAML file may carry; the rest (`!!python/object`, `!foo`) mean some other
+# loader's objects, which shipmate never builds: silently reading them as plain text would hide
+# that the file does not mean what its author thinks.
+_PLAIN_TAGS = frozenset({_STR, _INT, _FLOAT, _BOOL, _NULL, _MERGE, _TAG + "timestamp"})
+_COLLECTION_TAGS: dict[type[Node], str] = {MappingNode: _TAG + "map", SequenceNode: _TAG + "seq"}
+# Where a node sits: a mapping key's name, a list index, or None for a key itself.
+_Segment = str | int | None
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """A SafeLoader whose composer counts as it goes, and refuses before anything expands.
+
+    Each node's size and depth are recorded as if every alias in it were copied out, so an
+    alias or merge-key bomb is refused after composing a handful of nodes, not after building
+    its billions; the recursion of the composer itself is cut at the depth limit, long before
+    Python's.
+    """
+
+    def __init__(self, text: str, limits: Limits) -> None:
+        super().__init__(text)
+        self.limits = limits
+        self.problems: list[tuple[int | None, str, str]] = []
+        self._segments: list[_Segment] = []
+        self._expanded: dict[int, tuple[int, int]] = {}  # id(node) -> (size, depth)
+        self._total = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        # PyYAML passes the key node as `index` for a mapping's value (its stub says int).
+        segment: _Segment = index if isinstance(index, int) else _segment_name(index)
+        self._segments.append(segment)
+        try:
+            # An alias' node starts at its anchor; a problem belongs where the alias is.
+            mark = self._next_event().start_mark
+            if len(self._segments) > self.limits.depth:
+                self._refuse_depth(mark)
+            if self.check_event(AliasEvent):
+                self._check_alias()
+            node = super().compose_node(parent, index)
+            if node is not None:
+                self._count(node, mark)
+            return node
+        finally:
+            self._segments.pop()
+
+    def fetch_flow_collection_start(self, TokenClass: type[Token]) -> None:
+        # The scanner runs ahead of the composer (up to a line, looking for a key's ':'), and
+        # its work per bracket grows with the brackets still open: stop it at the limit too.
+        if self.flow_level >= self.limits.depth:
+            self._refuse_depth(self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def _next_event(self) -> Event:
+        peek: Callable[[], Event] = self.peek_event
+        return peek()
+
+    def _key(self, name: str | None = None, segments: int | None = None) -> str:
+        key = ""
+        for segment in [*self._segments[:segments], name]:
+            if isinstance(segment, int):
+                key += f"[{segment}]"
+            elif segment is not None:
+                key = _join(key, segment)
+        return key
+
+    def _refuse_depth(self, mark: _Mark | None) -> None:
+        message = f"nested more than {self.limits.depth} levels deep (aliases included)"
+        # Where the nesting starts says enough; sixty-four "[0]" more would not.
+        shown = 8
+        key = self._key(segments=shown) + ("…" if len(self._segments) > shown else "")
+        raise _Refused(mark, key, message)
+
+    def _check_alias(self) -> None:
+        event = self._next_event()
+        anchor = str(getattr(event, "anchor", ""))
+        target = self.anchors.get(anchor)
+        if target is None:
+            message = f"alias *{anchor} names no anchor above it (write &{anchor} first)"
+            raise _Refused(event.start_mark, self._key(), message)
+        if id(target) not in self._expanded:
+            message = (
+                f"alias *{anchor} is inside its own anchor &{anchor}: a value cannot contain itself"
+            )
+            raise _Refused(event.start_mark, self._key(), message)
+
+    def _count(self, node: Node, mark: _Mark | None) -> None:
+        known = self._expanded.get(id(node))
+        if known is None:  # freshly composed; an alias' target is known already
+            self._check_tag(node)
+            known = self._measure(node)
+            self._expanded[id(node)] = known
+            added = 1
+        else:
+            added = known[0]
+        self._total += added
+        if self._total > self.limits.nodes:
+            message = (
+                f"more than {self.limits.nodes:,} values once aliases are expanded; "
+                "that is not a config (an alias or merge-key bomb?)"
+            )
+            raise _Refused(mark, self._key(), message)
+        if len(self._segments) - 1 + known[1] > self.limits.depth:
+            self._refuse_depth(mark)
+
+    def _measure(self, node: Node) -> tuple[int, int]:
+        children: list[Node] = []
+        if isinstance(node, SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, MappingNode):
+            children = [child for pair in node.value for child in pair]
+        sizes = [self._expanded[id(child)] for child in children]
+        return 1 + sum(size for size, _ in sizes), 1 + max((depth for _, depth in sizes), default=0)
+
+    def _check_tag(self, node: Node) -> None:
+        expected = _COLLECTION_TAGS.get(type(node))
+        if node.tag == expected or (expected is None and node.tag in _PLAIN_TAGS):
+            return
+        is_key = self._segments[-1] is None and isinstance(node, ScalarNode)
+        key = self._key(str(node.value) if is_key else None)
+        shown = node.tag.replace(_TAG, "!!", 1) if node.tag.startswith(_TAG) else node.tag
+        message = f"unknown tag {shown!r}: shipmate reads plain YAML values only, never tags"
+        self.problems.append((_line(node), key, message))
+        # Read on as if the tag were not there, so one mistake is one problem.
+        if expected is None:
+            resolve: Callable[[type[Node], str, tuple[bool, bool]], str] = self.resolve
+            node.tag = resolve(ScalarNode, str(node.value), (True, False))
+        else:
+            node.tag = expected
+
+
+def _segment_name(key: Node | None) -> str | None:
+    if key is None:
+        return None
+    return str(key.value) if isinstance(key, ScalarNode) else "?"
 
 
 def _build(p: _Problems, path: Path, root: MappingNode) -> Config:
@@ -1023,12 +1298,12 @@ def _build(p: _Problems, path: Path, root: MappingNode) -> Config:
     )
 
 
-def load_config(path: Path | str) -> Config:
+def load_config(path: Path | str, limits: Limits = LIMITS) -> Config:
     """The configuration in `path`; raises ConfigError listing every problem found."""
     path = Path(path)
     p = _Problems(str(path))
-    text = _read_text(p, path)
-    root = None if text is None else _compose(p, text)
+    text = _read_text(p, path, limits)
+    root = None if text is None else _compose(p, text, limits)
     config = None if root is None else _build(p, path, root)
     if p.items or config is None:
         raise ConfigError(sorted(p.items, key=lambda problem: problem.line or 0))

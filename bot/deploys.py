@@ -46,7 +46,7 @@ from domain import environment
 from domain import release as rel
 from domain.errors import ShipmateError
 from domain.models import EnvState, Release, ReleaseKind, ReleaseState, Step, StepStatus
-from domain.render import escape
+from domain.render import code_block, escape
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,6 +87,10 @@ async def _unless_lost(work: Coroutine[Any, Any, None], lost: asyncio.Event) -> 
     raise LockLost("the deploy lock expired before the deploy finished")
 
 
+#: characters of escaped output in one thread line, well inside the 40,000 Slack takes in a
+#: message (escaping can make a batch of output grow fivefold); the newest part is kept
+MAX_THREAD_OUTPUT = 12_000
+
 #: how long a backend's own health signal (an image HEALTHCHECK) may take when none is configured
 NATIVE_HEALTH_TIMEOUT = 60.0
 
@@ -100,7 +104,11 @@ class EnvironmentRuntime:
 
 
 class ThreadReporter(Reporter):
-    """Steps become fenced state changes (re-rendered into the message); details go to the thread."""
+    """Steps become fenced state changes (re-rendered into the message); details go to the thread.
+
+    Both carry plain text from the backend: a step's detail is escaped when the message is
+    rendered, a detail here, so nothing a deploy prints can ping or link as the bot.
+    """
 
     def __init__(
         self, runner: DeployRunner, release: Release, lease: Lease, *, prefix: str = ""
@@ -115,7 +123,8 @@ class ThreadReporter(Reporter):
         await self.runner.transition(self.release, self.lease, rel.Progress(step=step))
 
     async def detail(self, text: str) -> None:
-        await self.runner.thread(self.release, text)
+        # plain text from a script, a container or an engine: escaped, and shown as code
+        await self.runner.thread(self.release, code_block(text, MAX_THREAD_OUTPUT))
 
 
 class _Thread:
@@ -330,9 +339,13 @@ class DeployRunner:
 
         return await self.store.update(release.env, decide, extra=[release.id])
 
-    async def give_up(self, release_id: str, reason: str) -> None:
+    async def give_up(self, release_id: str, reason: str) -> Release | None:
         """A deploy job that kept failing: end its release as failed and free the environment,
-        instead of leaving it deploying (which would block every later release)."""
+        instead of leaving it deploying (which would block every later release).
+
+        The release as it was before, or None when it had already ended: only the first dead
+        job of a release changes it, so only that one is worth telling the channel about.
+        ``reason`` is mrkdwn, shown as is."""
         at = self.clock()
 
         def decide(snap: Snapshot) -> tuple[Write | None, Release | None]:
@@ -344,13 +357,14 @@ class DeployRunner:
 
         given_up = await self.store.update(self._env(release_id), decide, extra=[release_id])
         if given_up is None:
-            return
+            return None
         if given_up.state is S.ROLLING_BACK:
             self.metrics.inc(ROLLBACKS, env=given_up.env, trigger="automatic", outcome="gave_up")
         elif given_up.kind is ReleaseKind.ROLLBACK:
             self.metrics.inc(ROLLBACKS, env=given_up.env, trigger="manual", outcome="gave_up")
         else:
             self.metrics.inc(DEPLOYS, env=given_up.env, outcome="gave_up")
+        return given_up
 
     async def thread(self, release: Release, text: str) -> None:
         """Queue a line for the release's thread; it goes out in order, in the background,
@@ -484,7 +498,7 @@ class DeployRunner:
         except DeployerError as err:
             text = f"(could not read diagnostics: {err})"
         if text:
-            await reporter.detail(f"`{target.short_sha}` on {target.env}:\n```{text[-2900:]}```")
+            await reporter.detail(f"{target.short_sha} on {target.env}:\n{text}")
 
     async def _health(
         self, runtime: EnvironmentRuntime, target: DeployTarget, reporter: Reporter

@@ -1,4 +1,9 @@
-"""Human-friendly durations for the configuration file: "500ms", "30s", "5m", "1h", "1m30s"."""
+"""Human-friendly durations for the configuration file: "500ms", "30s", "5m", "1h", "1m30s".
+
+Every duration is bounded: shorter than a millisecond is a typo (or a busy loop), longer than
+30 days is a typo (or never), and anything past that, up to infinity, would make a timer that
+never fires. Zero is read as zero; whether it is allowed is the caller's business.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +18,44 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _PARTS = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
 
+MIN_SECONDS = 0.001
+MAX_SECONDS = 30 * 24 * 3600.0
 EXPECTED = "a number of seconds or a duration like 500ms, 30s, 5m, 1h or 1m30s"
+BOUNDS = "from 1ms to 720h (30 days)"
 
 
 def parse_duration(value: str | float) -> float:
-    """Seconds in `value`; raises ValueError naming the value when it is not a duration."""
-    if isinstance(value, bool):
+    """Seconds in `value` (0, or within BOUNDS); raises ValueError naming the value otherwise."""
+    seconds = duration_seconds(value)
+    if seconds is None and isinstance(value, str) and _PARTS.fullmatch(value.strip()):
+        raise ValueError(
+            f"invalid duration {value!r}: units must go from largest to smallest, "
+            "each at most once (like 1h30m or 1m30s)"
+        )
+    if seconds is None:
         raise ValueError(f"invalid duration {value!r}: expected {EXPECTED}")
+    if seconds != 0 and not within_bounds(seconds):
+        raise ValueError(f"duration {value!r} is out of range: expected 0 or a duration {BOUNDS}")
+    return seconds
+
+
+def duration_seconds(value: str | float) -> float | None:
+    """Seconds in `value`, unbounded (possibly inf); None when it is not a duration at all."""
+    if isinstance(value, bool):
+        return None
     if isinstance(value, int | float):
-        return _checked_seconds(float(value), value)
+        seconds = float(value)
+        return seconds if not math.isnan(seconds) and seconds >= 0 else None
     text = value.strip()
     if _NUMBER.fullmatch(text):
         return float(text)
     if not _PARTS.fullmatch(text):
-        raise ValueError(f"invalid duration {value!r}: expected {EXPECTED}")
-    return _sum_parts(text, value)
+        return None
+    return _sum_parts(text)
+
+
+def within_bounds(seconds: float) -> bool:
+    return MIN_SECONDS <= seconds <= MAX_SECONDS
 
 
 def format_duration(seconds: float) -> str:
@@ -43,22 +71,13 @@ def format_duration(seconds: float) -> str:
     return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
 
 
-def _checked_seconds(seconds: float, original: object) -> float:
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"invalid duration {original!r}: expected {EXPECTED}")
-    return seconds
-
-
-def _sum_parts(text: str, original: str) -> float:
+def _sum_parts(text: str) -> float | None:
     total = 0.0
     last_rank = -1
     for number, unit in _PART.findall(text):
         rank = _UNIT_ORDER.index(unit)
         if rank <= last_rank:
-            raise ValueError(
-                f"invalid duration {original!r}: units must go from largest to smallest, "
-                "each at most once (like 1h30m or 1m30s)"
-            )
+            return None
         last_rank = rank
         total += float(number) * _UNIT_SECONDS[unit]
     return total

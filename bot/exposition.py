@@ -84,19 +84,27 @@ def _id_ms(entry_id: Any) -> int:
     return int(_text(entry_id).split("-", 1)[0])
 
 
+#: the job streams counted as one queue: deploys, renders and notices; collects
+def _streams(keys: Keys) -> tuple[str, str]:
+    return (keys.jobs, keys.collects)
+
+
 async def read_shared(redis: Redis, keys: Keys, environments: Sequence[str] = ()) -> Shared:
-    """Three round trips: the hashes and the stream's group; the environments and the oldest
-    undelivered job; the releases the environments point at. Raises RedisError."""
+    """Three round trips: the hashes and the streams' groups; the environments and the oldest
+    undelivered jobs; the releases the environments point at. Raises RedisError."""
+    streams = _streams(keys)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(metrics_key(keys))
         pipe.hgetall(keys.state_counts)
-        pipe.xinfo_groups(keys.jobs)
-        pipe.xpending(keys.jobs, JOBS_GROUP)
-        pipe.xlen(keys.jobs)
         pipe.xlen(keys.dead_letters)
         pipe.time()
+        for stream in streams:
+            pipe.xinfo_groups(stream)
+            pipe.xpending(stream, JOBS_GROUP)
+            pipe.xlen(stream)
         replies = [_answer(r) for r in await pipe.execute(raise_on_error=False)]
-    recorded_raw, entered_raw, groups, summary, length, dead, now = replies
+    recorded_raw, entered_raw, dead, now = replies[:4]
+    per_stream = [replies[4 + 3 * i : 7 + 3 * i] for i in range(len(streams))]
 
     entered: dict[tuple[str, str], int] = {}
     for key, value in (entered_raw or {}).items():
@@ -105,15 +113,19 @@ async def read_shared(redis: Redis, keys: Keys, environments: Sequence[str] = ()
             entered[(env, state)] = int(value)
     envs = sorted(set(environments) | {env for env, _ in entered})
 
-    group = next((g for g in groups or [] if _text(g.get("name")) == JOBS_GROUP), None)
-    last_delivered = _text(group.get("last-delivered-id")) if group else "0-0"
-    lag = group.get("lag") if group else None
+    lags: list[Any] = []
     async with redis.pipeline(transaction=False) as pipe:
         for env in envs:
             pipe.get(keys.env(env))
-        # Redis cannot tell the lag after some deletions: count what follows, within reason
-        pipe.xrange(keys.jobs, min=f"({last_delivered}", count=1 if lag is not None else 10_000)
-        *env_docs, undelivered = [_answer(r) for r in await pipe.execute(raise_on_error=False)]
+        for stream, (groups, _, _) in zip(streams, per_stream, strict=True):
+            group = next((g for g in groups or [] if _text(g.get("name")) == JOBS_GROUP), None)
+            last_delivered = _text(group.get("last-delivered-id")) if group else "0-0"
+            lag = group.get("lag") if group else None
+            lags.append(lag)
+            # Redis cannot tell the lag after some deletions: count what follows, within reason
+            pipe.xrange(stream, min=f"({last_delivered}", count=1 if lag is not None else 10_000)
+        replies = [_answer(r) for r in await pipe.execute(raise_on_error=False)]
+    env_docs, undelivered = replies[: len(envs)], replies[len(envs) :]
 
     owned: dict[str, str] = {}  # release id -> env
     for env, raw in zip(envs, env_docs, strict=True):
@@ -133,17 +145,24 @@ async def read_shared(redis: Redis, keys: Keys, environments: Sequence[str] = ()
             if release is not None and not release.is_terminal:
                 current[(env, release.state.value)] += 1
 
-    pending = int(summary["pending"]) if summary else 0
-    oldest = [_id_ms(summary["min"])] if pending and summary.get("min") else []
-    if undelivered:
-        oldest.append(_id_ms(undelivered[0][0]))
+    waiting = pending = length = 0
+    oldest: list[int] = []
+    for (_, summary, size), lag, later in zip(per_stream, lags, undelivered, strict=True):
+        in_stream = int(summary["pending"]) if summary else 0
+        pending += in_stream
+        length += int(size or 0)
+        waiting += int(lag) if lag is not None else len(later or [])
+        if in_stream and summary.get("min"):
+            oldest.append(_id_ms(summary["min"]))
+        if later:
+            oldest.append(_id_ms(later[0][0]))
     now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
     queue = JobQueue(
-        waiting=int(lag) if lag is not None else len(undelivered or []),
+        waiting=waiting,
         pending=pending,
         oldest_age=max(0.0, (now_ms - min(oldest)) / 1000) if oldest else 0.0,
         dead_letters=int(dead or 0),
-        stream_length=int(length or 0),
+        stream_length=length,
     )
     recorded = {_text(k): _text(v) for k, v in (recorded_raw or {}).items()}
     return Shared(recorded=recorded, entered=entered, current=current, queue=queue)
@@ -235,7 +254,7 @@ class Exposition:
         )
         yield GaugeMetricFamily(
             "shipmate_jobs_stream_length",
-            "Entries in the jobs stream, acknowledged ones included until trimmed",
+            "Entries in the job streams (jobs and collects), acknowledged ones included until trimmed",
             value=queue.stream_length,
         )
 

@@ -16,6 +16,9 @@ PEOPLE_TTL_SECONDS = 3600
 #: jobs stream length cap (approximate trimming)
 JOBS_MAXLEN = 100_000
 JOBS_GROUP = "workers"
+#: a collect trigger that waits is remembered this long at most: were its job ever lost, new
+#: triggers queue a collect again after that (the poll timer collects meanwhile)
+COLLECT_PENDING_TTL_SECONDS = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,20 @@ class Keys:
     @property
     def jobs(self) -> str:
         return f"{self.prefix}jobs"
+
+    @property
+    def collects(self) -> str:
+        """Collect jobs, apart from ``jobs`` so a backlog of triggers never delays a deploy."""
+        return f"{self.prefix}jobs:collect"
+
+    @property
+    def collect_pending(self) -> str:
+        """Set while a collect job waits in ``collects``: further triggers add nothing."""
+        return f"{self.prefix}collect:pending"
+
+    def alive(self, consumer: str) -> str:
+        """Exists while the worker ``consumer`` runs (short-lived, refreshed by it)."""
+        return f"{self.prefix}alive:{consumer}"
 
     @property
     def dead_letters(self) -> str:

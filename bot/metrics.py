@@ -125,6 +125,18 @@ JOBS = CounterSpec(
 DEAD_LETTERED = CounterSpec(
     "shipmate_jobs_dead_lettered", "Jobs moved to the dead-letter stream", ("kind",)
 )
+NOTICES = CounterSpec(
+    "shipmate_notices",
+    "Ephemeral notices to one person, by outcome: sent, coalesced (the same notice was queued "
+    "moments ago), rate_limited (too many to that person), undeliverable (Slack refused for good)",
+    ("outcome",),
+)
+SLACK_UNDELIVERABLE = CounterSpec(
+    "shipmate_slack_undeliverable",
+    "Jobs dropped because Slack answered with an error that retrying cannot fix "
+    "(user_not_in_channel, channel_not_found, …), by job kind and Slack's error",
+    ("kind", "error"),
+)
 REDIS_ERRORS = CounterSpec(
     "shipmate_redis_errors",
     "Redis commands that failed, by process (web, worker) and operation",
@@ -139,6 +151,8 @@ COUNTERS: tuple[CounterSpec, ...] = (
     SLACK_ERRORS,
     JOBS,
     DEAD_LETTERED,
+    NOTICES,
+    SLACK_UNDELIVERABLE,
     REDIS_ERRORS,
 )
 HISTOGRAMS: tuple[HistogramSpec, ...] = (DEPLOY_SECONDS, ROLLBACK_SECONDS, APPROVAL_WAIT)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class SettingsError(Exception):
@@ -39,20 +40,25 @@ class Settings:
             raise SettingsError(
                 "SLACK_APP_TOKEN must be an app-level token (xapp-…) with connections:write"
             )
-        port_raw = environ.get("PORT", "3000")
-        try:
-            port = int(port_raw)
-        except ValueError:
-            raise SettingsError(f"PORT must be a number, got {port_raw!r}") from None
+        port = _port(environ.get("PORT", "3000"))
         api_url = environ.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
         return cls(
             slack_bot_token=environ["SLACK_BOT_TOKEN"],
             slack_signing_secret=environ.get("SLACK_SIGNING_SECRET", ""),
             slack_app_token=app_token,
             slack_api_url=api_url if api_url.endswith("/") else api_url + "/",
-            redis_url=environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            # Set but empty means unset, as for SLACK_API_URL: not a connection to nowhere.
+            redis_url=environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
             config_path=Path(environ.get("SHIPMATE_CONFIG", "shipmate.yml")),
             github_webhook_secret=environ.get("GITHUB_WEBHOOK_SECRET") or None,
             port=port,
             host=environ.get("HOST", "0.0.0.0"),
         )
+
+
+def _port(raw: str) -> int:
+    text = raw.strip()
+    # 0 asks the system for a free port; a bounded length keeps int() from ever refusing it.
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535):
+        raise SettingsError(f"PORT must be a port number from 0 to 65535, got {raw[:20]!r}")
+    return int(text)

@@ -13,10 +13,11 @@ when it is unreachable each worker still honours the Retry-Afters it saw itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -27,7 +28,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.keys import Keys
-from bot.metrics import RECORDER, SLACK_CALLS, SLACK_ERRORS, SLACK_RATE_LIMITED, Recorder
+from bot.metrics import (
+    NOTICES,
+    RECORDER,
+    SLACK_CALLS,
+    SLACK_ERRORS,
+    SLACK_RATE_LIMITED,
+    SLACK_UNDELIVERABLE,
+    Recorder,
+)
+from domain.render import defuse
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,57 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
 end
 return 0
 """
+
+
+#: notices (ephemerals) one person may get from all workers together in NOTICE_WINDOW
+#: seconds; the rest are dropped, so one member's flood of refused clicks or reactions
+#: costs a Redis round trip each, not a Slack call
+NOTICE_BURST = 5
+NOTICE_WINDOW = 60.0
+
+# KEYS: the person's counter; ARGV: window in ms. The window starts with the first notice.
+_COUNT_NOTICE = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+#: errors Slack answers that no retry can fix: the person, channel or token is gone or
+#: out of reach. A job that meets one is dropped (a log line and a metric), never retried.
+PERMANENT_ERRORS = frozenset(
+    {
+        "user_not_in_channel",
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "invalid_auth",
+        "account_inactive",
+        "token_revoked",
+        "user_not_found",
+    }
+)
+
+
+def permanent_error(err: BaseException) -> str | None:
+    """Slack's error code when ``err`` is an answer retrying cannot change, else None."""
+    if not isinstance(err, SlackApiError) or err.response is None:
+        return None
+    code = err.response.get("error")
+    return str(code) if code in PERMANENT_ERRORS else None
+
+
+def _defused_blocks(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [_defused(block) for block in blocks]
+
+
+def _defused(value: Any) -> Any:
+    if isinstance(value, str):
+        return defuse(value)
+    if isinstance(value, dict):
+        return {key: _defused(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_defused(item) for item in value]
+    return value
 
 
 class RateLimited(Exception):
@@ -100,6 +161,11 @@ class SlackGateway:
         )
         #: monotonic time before which the shared deadline is not looked at (Redis failed)
         self._shared_paused_until = 0.0
+        self._count_notice: AsyncScript | None = (
+            redis.register_script(_COUNT_NOTICE) if redis is not None else None
+        )
+        #: per person: (window start, notices) when Redis cannot count them
+        self._local_notices: dict[str, tuple[float, int]] = {}
 
     def delay(self, method: str) -> float:
         """Seconds before ``method`` may be called again (0 when it may be called now)."""
@@ -182,9 +248,18 @@ class SlackGateway:
                 self.metrics.inc(SLACK_ERRORS, method=method, error=type(err).__name__)
                 raise
 
+    # Every text leaves through defuse(): whatever a path forgot to escape, the bot itself
+    # never pings a whole channel.
+
     async def post(self, channel: str, text: str, **kwargs: Any) -> AsyncSlackResponse:
+        if isinstance(kwargs.get("blocks"), list):
+            kwargs["blocks"] = _defused_blocks(kwargs["blocks"])
         return await self.call(
-            "chat.postMessage", self.client.chat_postMessage, channel=channel, text=text, **kwargs
+            "chat.postMessage",
+            self.client.chat_postMessage,
+            channel=channel,
+            text=defuse(text),
+            **kwargs,
         )
 
     async def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
@@ -194,8 +269,8 @@ class SlackGateway:
             replay=False,
             channel=channel,
             ts=ts,
-            text=text,
-            blocks=blocks,
+            text=defuse(text),
+            blocks=_defused_blocks(blocks),
         )
 
     async def ephemeral(self, channel: str, user: str, text: str) -> None:
@@ -204,8 +279,62 @@ class SlackGateway:
             self.client.chat_postEphemeral,
             channel=channel,
             user=user,
-            text=text,
+            text=defuse(text),
         )
+
+    async def notice(self, channel: str, user: str, text: str) -> str:
+        """An ephemeral notice to ``user``: "sent", "rate_limited" (they had NOTICE_BURST in
+        the window; nothing is sent) or "undeliverable" (Slack refused for good; dropped)."""
+        if await self._notices_to(user) > NOTICE_BURST:
+            outcome = "rate_limited"
+        else:
+            outcome = "sent"
+            with self.dropped_if_undeliverable("notice") as dropped:
+                await self.ephemeral(channel, user, text)
+            if dropped:
+                outcome = "undeliverable"
+        self.metrics.inc(NOTICES, outcome=outcome)
+        if outcome != "sent":
+            log.info("notice not sent: %s", outcome, extra={"user": user[:32]})
+        return outcome
+
+    async def _notices_to(self, user: str) -> int:
+        """Count one more notice to ``user``; how many they got in the current window."""
+        if self._count_notice is not None:
+            key = f"{self._keys.prefix}notices:{user[:64]}"
+            try:
+                return int(await self._count_notice(keys=[key], args=[int(NOTICE_WINDOW * 1000)]))
+            except RedisError:
+                self.metrics.redis_error("worker", "notice_limit")
+        now = self._clock()
+        start, count = self._local_notices.get(user, (now, 0))
+        if now - start >= NOTICE_WINDOW:
+            start, count = now, 0
+        if len(self._local_notices) > 10_000:
+            self._local_notices.clear()  # a bound, not an eviction policy: it is a fallback
+        self._local_notices[user] = (start, count + 1)
+        return count + 1
+
+    @contextlib.contextmanager
+    def dropped_if_undeliverable(self, kind: str) -> Iterator[list[str]]:
+        """Swallow an error Slack says is permanent (a log line and a metric instead), so
+        the job is acknowledged rather than retried and dead-lettered. The yielded list
+        gets the error code when that happened."""
+        dropped: list[str] = []
+        try:
+            yield dropped
+        except SlackApiError as err:
+            code = permanent_error(err)
+            if code is None:
+                raise
+            dropped.append(code)
+            self.metrics.inc(SLACK_UNDELIVERABLE, kind=kind, error=code)
+            log.warning(
+                "Slack refused a %s for good (%s); dropped, not retried",
+                kind,
+                code,
+                extra={"kind": kind, "error": code},
+            )
 
     async def lookup_by_email(self, email: str) -> str | None:
         try:

@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.keys import DEDUPE_TTL_SECONDS, JOBS_GROUP, JOBS_MAXLEN, Keys
+from bot.keys import (
+    COLLECT_PENDING_TTL_SECONDS,
+    DEDUPE_TTL_SECONDS,
+    JOBS_GROUP,
+    JOBS_MAXLEN,
+    Keys,
+)
 from domain import audit
 from domain.codec import env_from_doc, env_to_doc, release_from_doc, release_to_doc
 from domain.models import EnvState, Release
@@ -80,10 +86,35 @@ return read_snapshot(ARGV[1], ARGV[2], ARGV[3], extras)
 """
 )
 
+# Adds one job. A collect only triggers a fresh read of the repository, so it goes to its own
+# stream (a flood of triggers never delays a deploy) and only when none waits already: the
+# flag is cleared by the worker as it starts collecting, before it reads git, so a trigger
+# that lands meanwhile queues the next collect and nothing is missed.
+_ENQUEUE_FUNCTION = """
+local function enqueue(q, job)
+  if job[1] == 'kind' and job[2] == 'collect' then
+    if not redis.call('SET', q.collect_flag, '1', 'NX', 'EX', q.collect_ttl) then return end
+    redis.call('XADD', q.collects, 'MAXLEN', '~', q.maxlen, '*', unpack(job))
+  else
+    redis.call('XADD', q.jobs, 'MAXLEN', '~', q.maxlen, '*', unpack(job))
+  end
+end
+"""
+
+_ENQUEUE = (
+    _ENQUEUE_FUNCTION
+    + """
+local p = cjson.decode(ARGV[1])
+for _, job in ipairs(p.jobs) do enqueue(p.queue, job) end
+return #p.jobs
+"""
+)
+
 # Writes documents only if every document the decision read (``checks``) and every one
 # it replaces (``docs``) still has the version the decision saw.
 _WRITE = (
     _READ_FUNCTION
+    + _ENQUEUE_FUNCTION
     + """
 local p = cjson.decode(ARGV[1])
 local function version(key)
@@ -119,9 +150,7 @@ if p.counts and not holds(p.counts_key, 'hash') then
 end
 for _, w in ipairs(p.docs) do redis.call('SET', w[1], w[3]) end
 for _, kv in ipairs(p.index) do redis.call('SET', kv[1], kv[2]) end
-for _, job in ipairs(p.jobs) do
-  redis.call('XADD', p.stream, 'MAXLEN', '~', p.maxlen, '*', unpack(job))
-end
+for _, job in ipairs(p.jobs) do enqueue(p.queue, job) end
 if p.dedupe ~= cjson.null then redis.call('SET', p.dedupe, '1', 'EX', p.ttl) end
 if p.audit then
   for _, entry in ipairs(p.audit) do
@@ -257,6 +286,15 @@ class Store:
         self._read = redis.register_script(_READ)
         self._write = redis.register_script(_WRITE)
         self._recent = redis.register_script(_RECENT)
+        self._enqueue = redis.register_script(_ENQUEUE)
+        #: where the scripts put jobs (see ``_ENQUEUE_FUNCTION``)
+        self._queue: dict[str, str | int] = {
+            "jobs": self.keys.jobs,
+            "collects": self.keys.collects,
+            "collect_flag": self.keys.collect_pending,
+            "collect_ttl": COLLECT_PENDING_TTL_SECONDS,
+            "maxlen": JOBS_MAXLEN,
+        }
         self._cache: _SnapshotCache | None = _SnapshotCache() if cache else None
 
     async def snapshot(
@@ -372,13 +410,12 @@ class Store:
         checks = [[self.keys.env(snap.env.name), snap.env.version]]
         checks += [[self.keys.release(r.id), r.version] for r in snap.releases.values()]
         msg = self.keys.message_suffix(*message) if message else ""
-        payload = {
+        payload: dict[str, Any] = {
             "docs": docs,
             "checks": checks,
             "index": index,
             "jobs": [job.flat() for job in jobs],
-            "stream": self.keys.jobs,
-            "maxlen": JOBS_MAXLEN,
+            "queue": self._queue,
             "dedupe": dedupe,
             "ttl": DEDUPE_TTL_SECONDS,
             "read": [self.keys.prefix, env or snap.env.name, msg, list(extra)],
@@ -447,19 +484,28 @@ class Store:
         return f"{env}-{n}"
 
     async def enqueue(self, *jobs: Job) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job in jobs:
-                pipe.xadd(
-                    self.keys.jobs, dict(_pairs(job.flat())), maxlen=JOBS_MAXLEN, approximate=True
-                )
-            await pipe.execute()
+        """Queue ``jobs``; a collect is dropped when one waits already (see ``_ENQUEUE_FUNCTION``)."""
+        if not jobs:
+            return
+        payload = {"jobs": [job.flat() for job in jobs], "queue": self._queue}
+        await self._enqueue(keys=[self.keys.jobs], args=[json.dumps(payload)])
+
+    async def collect_started(self) -> None:
+        """A worker is about to read the repository: the next trigger queues a new collect."""
+        await self.redis.delete(self.keys.collect_pending)
+
+    @property
+    def streams(self) -> tuple[str, str]:
+        """Every job stream: deploys, renders and notices; collects."""
+        return (self.keys.jobs, self.keys.collects)
 
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.keys.jobs, JOBS_GROUP, id="0", mkstream=True)
-        except Exception as err:  # redis raises ResponseError BUSYGROUP when it exists
-            if "BUSYGROUP" not in str(err):
-                raise
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, JOBS_GROUP, id="0", mkstream=True)
+            except Exception as err:  # redis raises ResponseError BUSYGROUP when it exists
+                if "BUSYGROUP" not in str(err):
+                    raise
 
 
 class _SnapshotCache:
@@ -515,10 +561,6 @@ class _SnapshotCache:
         self._messages[message] = (env, release_id)
         if len(self._messages) > self.MAX_MESSAGES:
             self._messages.pop(next(iter(self._messages)))
-
-
-def _pairs(flat: list[str]) -> list[tuple[str, str]]:
-    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
 def _decoded(fields: Mapping[Any, Any]) -> dict[str, str]:

@@ -1,9 +1,14 @@
 """The `worker` process: jobs from a Redis Streams consumer group, plus the poll timer.
 
 Any number of workers share the group. A job is acknowledged only after it is done; a
-worker that dies leaves it pending, and another worker claims it once it has been idle
-for ``reclaim_idle`` seconds. A running job keeps claiming itself so nobody steals it,
-and one that keeps failing goes to a dead-letter stream and the channel is told.
+worker that dies leaves it pending. Every worker keeps a liveness key a few seconds
+long (bot.locks.Liveness), and the others claim a dead worker's pending jobs as soon as
+its key is gone; as a fallback, a job idle for ``reclaim_idle`` seconds is claimed
+whoever holds it. A running job keeps claiming itself so nobody steals it, and one that
+keeps failing goes to a dead-letter stream and the channel is told.
+
+Collects have their own stream, read by their own loop one at a time, so a backlog of
+collect triggers never holds up a deploy, a rollback or a render.
 
 A job belongs to the consumer that claimed it last. A worker that was paused and whose
 job was reclaimed meanwhile neither takes it back (its heartbeat only touches jobs it
@@ -27,14 +32,15 @@ from bot.collector import Collector
 from bot.config import Config
 from bot.deploys import DeployRunner
 from bot.keys import JOBS_GROUP
-from bot.locks import LockLost
+from bot.locks import ALIVE_EVERY, ALIVE_TTL, Liveness, LockLost
 from bot.logs import bind
 from bot.metrics import DEAD_LETTERED, FLUSH_EVERY, JOBS, RECORDER, Flusher, Recorder
+from bot.redisconn import describe, redis_not_ready
 from bot.renderer import Renderer, options_for
 from bot.slackapi import SlackGateway
 from bot.store import Store
 from domain.models import ReleaseState
-from domain.render import render_approval_request
+from domain.render import escape, render_approval_request
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,33 @@ _ACK_IF_OWNED = _OWNED + "return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])"
 _TOUCH_IF_OWNED = (
     _OWNED + "redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')\nreturn 1"
 )
+
+# KEYS: a jobs stream; ARGV: group, consumer, liveness key prefix, count. Claims up to count
+# pending jobs of consumers whose liveness key is gone, whatever their idle time; atomic,
+# so two workers never both claim one. A consumer left with nothing is forgotten.
+_CLAIM_DEAD = """
+local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
+local out = {}
+if summary[1] == 0 or not summary[4] then return out end
+local room = tonumber(ARGV[4])
+for _, row in ipairs(summary[4]) do
+  local name = row[1]
+  if room > 0 and name ~= ARGV[2] and redis.call('EXISTS', ARGV[3] .. name) == 0 then
+    local ids = {}
+    for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', room, name)) do
+      ids[#ids + 1] = p[1]
+    end
+    if #ids > 0 then
+      for _, entry in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) do
+        out[#out + 1] = entry
+      end
+      room = room - #ids
+    end
+    if tonumber(row[2]) <= #ids then redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name) end
+  end
+end
+return out
+"""
 
 
 def consumer_name() -> str:
@@ -74,7 +107,12 @@ class Worker:
         on_stop: Callable[[], Awaitable[None]] | None = None,
         metrics: Recorder | None = None,
         flush_every: float = FLUSH_EVERY,
+        alive_ttl: float = ALIVE_TTL,
+        alive_every: float = ALIVE_EVERY,
     ) -> None:
+        """``reclaim_idle``: how long a job may go untouched before any worker takes it, even
+        from a worker that looks alive; a dead worker's jobs are taken once its liveness key
+        (``alive_ttl``, refreshed every ``alive_every``) is gone."""
         self._on_stop = on_stop
         self.metrics = metrics or RECORDER
         self._flusher = Flusher(
@@ -90,12 +128,24 @@ class Worker:
         self.reclaim_idle_ms = int(reclaim_idle * 1000)
         self.max_deliveries = max_deliveries
         self.block_ms = block_ms
+        self.liveness = Liveness(
+            store.redis, store.keys, self.name, ttl=alive_ttl, every=alive_every
+        )
+        #: how often to look for the jobs of dead workers (and for idle ones)
+        self.reclaim_every = min(reclaim_idle / 2, alive_ttl / 6)
         self._slots = asyncio.Semaphore(concurrency)
+        #: per stream: how many of its jobs may run at once (collects serialize anyway)
+        self._stream_slots = {
+            store.keys.jobs: self._slots,
+            store.keys.collects: asyncio.Semaphore(1),
+        }
         self._tasks: set[asyncio.Task[None]] = set()
-        #: entry ids this worker is running now (a late heartbeat must not start them twice)
-        self._running: set[str] = set()
+        #: (stream, entry id) this worker is running now (a late heartbeat must not start
+        #: them twice)
+        self._running: set[tuple[str, str]] = set()
         self._ack_if_owned = store.redis.register_script(_ACK_IF_OWNED)
         self._touch_if_owned = store.redis.register_script(_TOUCH_IF_OWNED)
+        self._claim_dead = store.redis.register_script(_CLAIM_DEAD)
         self._collect_lock = asyncio.Lock()
         self._handlers: dict[str, Handler] = {
             "render": self._render,
@@ -113,8 +163,14 @@ class Worker:
         # stopped after the jobs, so what they counted on their way out is flushed too
         flushed = asyncio.Event()
         flusher = asyncio.create_task(self._flusher.run(flushed), name="metrics-flush")
+        # also stopped after the jobs: nobody takes them over while their scripts are killed
+        dead = asyncio.Event()
+        alive = asyncio.create_task(self.liveness.run(dead), name="liveness")
         loops = [
-            asyncio.create_task(self._consume(stop), name="consume"),
+            *(
+                asyncio.create_task(self._consume(stop, stream), name=f"consume {stream}")
+                for stream in self.store.streams
+            ),
             asyncio.create_task(self._poll(stop), name="poll"),
             asyncio.create_task(self._reclaim(stop), name="reclaim"),
         ]
@@ -126,6 +182,8 @@ class Worker:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+            dead.set()
+            await asyncio.gather(alive, return_exceptions=True)
             await self.deploys.close()
             flushed.set()
             await asyncio.gather(flusher, return_exceptions=True)
@@ -139,6 +197,8 @@ class Worker:
         while not stop.is_set():
             try:
                 await self.store.ensure_group()
+                # alive before the first job is read, or another worker could take it back
+                await self.liveness.beat()
                 return True
             except RedisError as err:
                 self.metrics.redis_error("worker", "start")
@@ -148,16 +208,17 @@ class Worker:
                 delay = min(delay * 2, 5.0)
         return False
 
-    async def _consume(self, stop: asyncio.Event) -> None:
+    async def _consume(self, stop: asyncio.Event, stream: str) -> None:
         redis = self.store.redis
+        slots = self._stream_slots[stream]
         while not stop.is_set():
             try:
-                await self._slots.acquire()
-                self._slots.release()
+                await slots.acquire()
+                slots.release()
                 batches: Any = await redis.xreadgroup(
                     JOBS_GROUP,
                     self.name,
-                    {self.store.keys.jobs: ">"},
+                    {stream: ">"},
                     count=16,
                     block=self.block_ms,
                 )
@@ -168,32 +229,34 @@ class Worker:
                 continue
             for _stream, entries in batches or []:
                 for entry_id, fields in entries:
-                    await self._spawn(entry_id, fields)
+                    await self._spawn(stream, entry_id, fields)
 
-    async def _spawn(self, entry_id: str, fields: Mapping[str, str]) -> None:
-        await self._slots.acquire()
-        self._running.add(entry_id)
-        task = asyncio.create_task(self._handle(entry_id, fields))
+    async def _spawn(self, stream: str, entry_id: str, fields: Mapping[str, str]) -> None:
+        slots = self._stream_slots[stream]
+        await slots.acquire()
+        running = (stream, entry_id)
+        self._running.add(running)
+        task = asyncio.create_task(self._handle(stream, entry_id, fields))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _: self._running.discard(entry_id))
-        task.add_done_callback(lambda _: self._slots.release())
+        task.add_done_callback(lambda _: self._running.discard(running))
+        task.add_done_callback(lambda _: slots.release())
 
-    async def _handle(self, entry_id: str, fields: Mapping[str, str]) -> None:
+    async def _handle(self, stream: str, entry_id: str, fields: Mapping[str, str]) -> None:
         release = fields.get("release")
         env = release.rsplit("-", 1)[0] if release else None
         with bind(job=entry_id, kind=fields.get("kind", ""), release=release, env=env):
-            outcome = await self._run_job(entry_id, fields)
+            outcome = await self._run_job(stream, entry_id, fields)
             self.metrics.inc(JOBS, kind=fields.get("kind", ""), outcome=outcome)
             if outcome in ("ok", "unknown"):
-                await self._ack(entry_id)
+                await self._ack(stream, entry_id)
 
-    async def _run_job(self, entry_id: str, fields: Mapping[str, str]) -> str:
+    async def _run_job(self, stream: str, entry_id: str, fields: Mapping[str, str]) -> str:
         """Run the job's handler: "ok", "unknown" (no such kind: dropped), or "failed" /
         "lock_lost" (left pending, to be retried)."""
         kind = fields.get("kind", "")
         handler = self._handlers.get(kind)
-        heartbeat = asyncio.create_task(self._keep_claimed(entry_id))
+        heartbeat = asyncio.create_task(self._keep_claimed(stream, entry_id))
         try:
             if handler is None:
                 log.error("unknown job kind %r; dropping it", kind)
@@ -208,21 +271,30 @@ class Worker:
         except Exception as err:
             if isinstance(err, RedisError):
                 self.metrics.redis_error("worker", "job")
-            log.exception("job %s (%s) failed; it will be retried", entry_id, kind)
+            if redis_not_ready(err):
+                # an outage or a restart, not a bug: one line, and the job waits for reclaim
+                log.warning(
+                    "job %s (%s) waits for Redis (%s); it will be retried",
+                    entry_id,
+                    kind,
+                    describe(err),
+                )
+            else:
+                log.exception("job %s (%s) failed; it will be retried", entry_id, kind)
             return "failed"
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    def _owned_args(self, entry_id: str) -> dict[str, Any]:
-        return {"keys": [self.store.keys.jobs], "args": [JOBS_GROUP, self.name, entry_id]}
+    def _owned_args(self, stream: str, entry_id: str) -> dict[str, Any]:
+        return {"keys": [stream], "args": [JOBS_GROUP, self.name, entry_id]}
 
-    async def _ack(self, entry_id: str) -> None:
+    async def _ack(self, stream: str, entry_id: str) -> None:
         """Acknowledge a finished job, unless another worker reclaimed it meanwhile (then
         it is theirs to finish and acknowledge)."""
         try:
-            acked = await self._ack_if_owned(**self._owned_args(entry_id))
+            acked = await self._ack_if_owned(**self._owned_args(stream, entry_id))
         except RedisError as err:
             # the job stays pending and is reclaimed later; jobs are idempotent
             self.metrics.redis_error("worker", "ack")
@@ -231,38 +303,61 @@ class Worker:
         if not acked:
             log.info("job %s was reclaimed by another worker; leaving it to them", entry_id)
 
-    async def _keep_claimed(self, entry_id: str) -> None:
+    async def _keep_claimed(self, stream: str, entry_id: str) -> None:
         """Reset the job's idle time while it runs, so a long deploy is not reclaimed."""
         while True:
             await asyncio.sleep(self.reclaim_idle_ms / 3000)
             try:
-                await self._touch_if_owned(**self._owned_args(entry_id))
+                await self._touch_if_owned(**self._owned_args(stream, entry_id))
             except RedisError:
                 self.metrics.redis_error("worker", "heartbeat")
 
     async def _reclaim(self, stop: asyncio.Event) -> None:
-        redis = self.store.redis
         while not stop.is_set():
-            await asyncio.sleep(self.reclaim_idle_ms / 2000)
+            await asyncio.sleep(self.reclaim_every)
             try:
-                result: Any = await redis.xautoclaim(
-                    self.store.keys.jobs,
-                    JOBS_GROUP,
-                    self.name,
-                    self.reclaim_idle_ms,
-                    "0-0",
-                    count=32,
-                )
-                for entry_id, fields in result[1]:
-                    if entry_id in self._running:
-                        continue  # its heartbeat was late; it is still running here
-                    with bind(job=entry_id, release=fields.get("release")):
-                        dead = bool(fields) and await self._dead_lettered(entry_id, fields)
-                    if fields and not dead:
-                        await self._spawn(entry_id, fields)
+                for stream in self.store.streams:
+                    for entry_id, fields in await self._claimable(stream):
+                        await self._take_over(stream, entry_id, fields)
             except RedisError as err:
                 self.metrics.redis_error("worker", "reclaim")
                 log.warning("cannot reclaim jobs (%s)", err)
+
+    async def _claimable(self, stream: str) -> list[tuple[str, dict[str, str]]]:
+        """Claim the jobs of dead workers, then those idle past ``reclaim_idle``."""
+        dead: Any = await self._claim_dead(
+            keys=[stream], args=[JOBS_GROUP, self.name, self.store.keys.alive(""), 32]
+        )
+        idle: Any = await self.store.redis.xautoclaim(
+            stream, JOBS_GROUP, self.name, self.reclaim_idle_ms, "0-0", count=32
+        )
+        claimed = [_entry(raw) for raw in dead or [] if raw]
+        claimed += [(str(entry_id), dict(fields or {})) for entry_id, fields in idle[1]]
+        return claimed
+
+    async def _take_over(self, stream: str, entry_id: str, fields: Mapping[str, str]) -> None:
+        if (stream, entry_id) in self._running or not fields:
+            return  # its heartbeat was late and it still runs here; or it was deleted
+        with bind(job=entry_id, release=fields.get("release")):
+            if stream == self.store.keys.collects:
+                dead = await self._collect_exhausted(entry_id, fields)
+            else:
+                dead = await self._dead_lettered(entry_id, fields)
+        if not dead:
+            log.info("took over job %s (%s)", entry_id, fields.get("kind"))
+            await self._spawn(stream, entry_id, fields)
+
+    async def _collect_exhausted(self, entry_id: str, fields: Mapping[str, str]) -> bool:
+        """A collect that failed ``max_deliveries`` times is dropped, not dead-lettered: it
+        is only a trigger, and the poll timer and the next trigger collect again."""
+        stream = self.store.keys.collects
+        info: Any = await self.store.redis.xpending_range(stream, JOBS_GROUP, entry_id, entry_id, 1)
+        if not info or int(info[0]["times_delivered"]) <= self.max_deliveries:
+            return False
+        await self.store.redis.xack(stream, JOBS_GROUP, entry_id)
+        await self.store.collect_started()  # a later trigger must queue a collect again
+        log.error("collect job %s failed %d times; dropped it", entry_id, self.max_deliveries)
+        return True
 
     async def _dead_lettered(self, entry_id: str, fields: Mapping[str, str]) -> bool:
         redis = self.store.redis
@@ -286,19 +381,35 @@ class Worker:
             fields.get("kind"),
             tries,
         )
-        text = (
-            f":rotating_light: shipmate gave up on a `{fields.get('kind')}` job "
-            f"({', '.join(f'{k}={v}' for k, v in fields.items() if k != 'kind')}) after {tries} tries. "
-            "It is kept in the dead-letter stream; check the worker logs."
-        )
-        with contextlib.suppress(Exception):
-            await self.slack.post(self.config.slack.channel, text)
+        # only a release stuck deploying matters to the channel; a notice or a render that
+        # kept failing is the operators' business (the log line, the metric, the stream)
         if fields.get("kind") == "deploy" and fields.get("release"):
-            with contextlib.suppress(Exception):
-                await self.deploys.give_up(
-                    fields["release"], f"shipmate gave up deploying it after {tries} tries"
-                )
+            await self._gave_up_on(fields["release"], tries)
         return True
+
+    async def _gave_up_on(self, release_id: str, tries: int) -> None:
+        """End a release whose deploy job is dead, and say so in the channel once: the
+        first dead job ends the release, any later one finds it ended and stays quiet.
+        The text is built from the stored release, never from the job's fields."""
+        try:
+            ended = await self.deploys.give_up(
+                release_id, f"shipmate gave up deploying it after {tries} tries"
+            )
+        except Exception:
+            log.exception("could not mark release %s failed after its dead job", release_id)
+            return
+        if ended is None:
+            return
+        env = escape(ended.env)
+        text = (
+            f":rotating_light: shipmate gave up deploying release {escape(ended.id)} to *{env}* "
+            f"after {tries} tries; it is marked failed and *{env}* takes releases again. "
+            "The job is kept in the dead-letter stream; check the worker logs."
+        )
+        try:
+            await self.slack.post(ended.channel or self.config.channel_for(ended.env), text)
+        except Exception:
+            log.exception("could not tell the channel that release %s was given up", release_id)
 
     async def _poll(self, stop: asyncio.Event) -> None:
         every = self.config.repo.poll_every
@@ -309,7 +420,8 @@ class Worker:
                 if await self.store.redis.set(
                     lease, self.name, nx=True, px=max(1, int(every * 1000 * 0.9))
                 ):
-                    await self._collect({})
+                    async with self._collect_lock:
+                        await self.collector.collect()
             except RedisError as err:
                 # an outage: one line per poll, not a traceback a second
                 self.metrics.redis_error("worker", "poll")
@@ -321,6 +433,8 @@ class Worker:
 
     async def _collect(self, _: Mapping[str, str]) -> None:
         async with self._collect_lock:
+            # before reading git: a trigger from now on may hold news this read misses
+            await self.store.collect_started()
             await self.collector.collect()
 
     async def _render(self, fields: Mapping[str, str]) -> None:
@@ -347,10 +461,21 @@ class Worker:
         release = await self.renderer.ensure_posted(fields["release"])
         if release is None or release.message_ts is None or release.channel is None:
             return
-        await self.slack.post(release.channel, fields["text"], thread_ts=release.message_ts)
+        with self.slack.dropped_if_undeliverable("thread"):
+            await self.slack.post(release.channel, fields["text"], thread_ts=release.message_ts)
 
     async def _notice(self, fields: Mapping[str, str]) -> None:
-        await self.slack.ephemeral(fields["channel"], fields["user"], fields["text"])
+        """An ephemeral for one person: rate-limited per person, and one Slack refuses for
+        good (they left the channel) is dropped. A notice never becomes a channel post."""
+        await self.slack.notice(fields["channel"], fields["user"], fields["text"])
 
     async def _channel_notice(self, fields: Mapping[str, str]) -> None:
-        await self.slack.post(fields["channel"], fields["text"])
+        with self.slack.dropped_if_undeliverable("channel_notice"):
+            await self.slack.post(fields["channel"], fields["text"])
+
+
+def _entry(raw: Any) -> tuple[str, dict[str, str]]:
+    """A stream entry as a script returns it: [id, [field, value, ...]] (fields nil once
+    the entry was deleted)."""
+    entry_id, flat = raw[0], raw[1] or []
+    return str(entry_id), {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}

@@ -61,7 +61,13 @@ class Reporter(Protocol):
         """Set the state of a progress line ("deploy", "health") in the release message."""
 
     async def detail(self, text: str) -> None:
-        """Add a line, or a block of command output, to the release thread."""
+        """Add plain text from the system (command output, log lines, a note on the platform)
+        to the release thread.
+
+        ``text`` is never markup: whatever a deploy script, a container or an engine printed
+        (a commit subject with ``<!channel>`` in it) goes in as is, and the reporter escapes
+        and formats it for where it is shown.
+        """
 
 
 class Backend(Protocol):

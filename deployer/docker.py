@@ -320,8 +320,8 @@ class DockerBackend:
                 if waiting_since is None:
                     waiting_since = time.monotonic()
                     await reporter.detail(
-                        f":warning: {gone}. Waiting up to {format_seconds(wait)} for it to come "
-                        f"back, then deploying `{target.short_sha}` again from the start."
+                        f"{gone}. Waiting up to {format_seconds(wait)} for it to come "
+                        f"back, then deploying {target.short_sha} again from the start."
                     )
                 step = progress.open or "image"
                 await progress.running(
@@ -334,7 +334,7 @@ class DockerBackend:
                 away = format_seconds(round(time.monotonic() - waiting_since, 1))
                 log.info("Docker is back after %s; deploying %s again", away, target)
                 await reporter.detail(
-                    f"Docker is back (waited {away}); deploying `{target.short_sha}` again."
+                    f"Docker is back (waited {away}); deploying {target.short_sha} again."
                 )
                 waiting_since = None
 

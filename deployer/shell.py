@@ -1,7 +1,9 @@
 """The shell backend: deploy by running an argv command with the sha and environment.
 
 Commands never go through a shell. Each runs in its own session (process group) so a
-timeout can kill everything it started, not just the direct child. Output is merged,
+timeout can kill everything it started, not just the direct child, and under a small
+supervisor (deployer/supervise.py) that kills that group as soon as the worker dies,
+kill -9 included: a dead worker's deploy never runs on beside its successor's. Output is merged,
 streamed to the release thread in batches and capped, because a chatty deploy script
 must not flood the channel or run into Slack's rate limits.
 """
@@ -17,6 +19,7 @@ import os
 import shlex
 import shutil
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -25,9 +28,12 @@ from pathlib import Path
 
 from deployer.argv import check_template, fill_argv
 from deployer.base import DeployerError, DeployError, DeployTarget, Reporter, format_seconds
+from deployer.supervise import CANNOT_RUN
 from domain.models import StepStatus
 
 log = logging.getLogger(__name__)
+
+SUPERVISOR = str(Path(__file__).with_name("supervise.py"))
 
 
 class CommandNotRunnable(DeployerError):
@@ -85,9 +91,10 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 async def _kill_group(proc: asyncio.subprocess.Process, grace: float) -> None:
-    # start_new_session made the child a session and group leader, so its pid is the
+    # start_new_session made the supervisor a session and group leader, so its pid is the
     # group id. The group id stays reserved while any member lives, so the final SIGKILL
-    # cannot hit an unrelated process even after the leader has been reaped.
+    # cannot hit an unrelated process even after the leader has been reaped. The
+    # supervisor outlives SIGTERM until its command ends, so the grace is the command's.
     pgid = proc.pid
     _signal_group(pgid, signal.SIGTERM)
     if grace > 0:
@@ -138,9 +145,10 @@ async def run_command(
     """Run argv with stdin on /dev/null and stdout+stderr merged into ``on_line``.
 
     Past ``time_limit`` (or on cancellation) the whole process group gets SIGTERM, then SIGKILL after
-    ``kill_grace``. After the command exits, output is read for at most ``drain`` seconds:
-    a background child (say, a server the deploy script started) may hold the pipe open
-    forever, and it must not keep the deploy waiting.
+    ``kill_grace``; if the worker dies, the supervisor SIGKILLs the group at once. After
+    the command exits, output is read for at most ``drain`` seconds: a background child
+    (say, a server the deploy script started) may hold the pipe open forever, and it must
+    not keep the deploy waiting.
     """
     env = dict(os.environ if env is None else env)
     executable = resolve_executable(argv[0], cwd=cwd, env=env, what=what)
@@ -162,6 +170,10 @@ async def run_command(
         raise
     reader = asyncio.StreamReader(limit=2**20)
     transport: asyncio.ReadTransport | None = None
+    # The supervisor's lifeline: only this process holds the write end (pipes are not
+    # inherited), so it closes exactly when the worker dies, or when the command is over.
+    watch_r, watch_w = os.pipe()
+    error_r, error_w = os.pipe()
     started = time.monotonic()
     try:
         transport, _ = await loop.connect_read_pipe(
@@ -169,23 +181,25 @@ async def run_command(
         )
         try:
             proc = await asyncio.create_subprocess_exec(
-                executable,
-                *argv[1:],
+                *_supervised(watch_r, error_w, [executable, *argv[1:]]),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=write_fd,
                 stderr=write_fd,
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
+                pass_fds=(watch_r, error_w),
             )
         except OSError as exc:
-            # e.g. a script without a "#!" line (ENOEXEC) or a broken interpreter path
             reason = exc.strerror or str(exc)
             raise CommandNotRunnable(f"cannot run {what} {argv[0]}: {reason}") from None
         finally:
             # Only the child may keep the write end, so EOF comes when its group is done.
             os.close(write_fd)
             write_fd = -1
+            os.close(watch_r)
+            os.close(error_w)
+            watch_r = error_w = -1
         pump = asyncio.create_task(_pump(reader, collect))
         timed_out = False
         try:
@@ -206,6 +220,9 @@ async def run_command(
                 await pump
         returncode = proc.returncode
         assert returncode is not None  # wait() returned
+        if returncode == CANNOT_RUN and (reason := _read_reason(error_r)):
+            # e.g. a script without a "#!" line (ENOEXEC) or a broken interpreter path
+            raise CommandNotRunnable(f"cannot run {what} {argv[0]}: {reason}")
         return CommandResult(
             returncode=returncode,
             timed_out=timed_out,
@@ -213,12 +230,29 @@ async def run_command(
             last_lines=tuple(last),
         )
     finally:
-        if write_fd != -1:
-            os.close(write_fd)
+        for fd in (write_fd, watch_r, watch_w, error_r, error_w):
+            if fd != -1:
+                os.close(fd)
         if transport is not None:
             transport.close()
         else:
             pipe_file.close()
+
+
+def _supervised(watch_fd: int, error_fd: int, argv: Sequence[str]) -> list[str]:
+    """argv run under the supervisor; -I -S: isolated from PYTHON* variables and site
+    packages meant for the command, and quick to start."""
+    return [sys.executable, "-I", "-S", SUPERVISOR, str(watch_fd), str(error_fd), "--", *argv]
+
+
+def _read_reason(fd: int) -> str:
+    """Why the supervisor could not start the command; "" if it did (it has exited, so
+    this read does not block)."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 4096).decode(errors="replace")
+    except BlockingIOError:
+        return ""
 
 
 def _clean_line(line: str, max_chars: int) -> str:

@@ -7,6 +7,7 @@ Times use Slack's ``<!date^...>`` so the reader's client formats them; no clock 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,8 +38,17 @@ MAX_DETAIL = 300
 MAX_REASON = 1500
 
 
+#: an entity (``&amp;``) or a ``<…>`` link/mention left open at the end of a cut
+_OPEN_AT_END = re.compile(r"(&[#a-zA-Z0-9]{0,8}|<[^<>]{0,200})$")
+
+
 def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """``text`` in at most ``limit`` characters; a cut never leaves half an entity (``&am``)
+    or half a mention, which Slack would show as garbage or leave open."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    return _OPEN_AT_END.sub("", head) + "…"
 
 
 S = ReleaseState
@@ -67,9 +77,57 @@ class Rendered:
     blocks: list[Block]
 
 
+#: Slack's mrkdwn code fence; text inside must never contain it (it would end the block)
+FENCE = "```"
+#: a backtick that starts a fence; a zero-width space after it keeps the run from being one
+_FENCE_START = re.compile(r"`(?=``)")
+
+
 def escape(text: str) -> str:
-    """Escape the three characters mrkdwn treats as control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Plain text for mrkdwn: the three control characters escaped, and no ``` fence, so
+    a commit subject or a script's output can neither ping, link, nor open a code block
+    that swallows the rest of the message (or close the one it is shown in)."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _FENCE_START.sub("`\u200b", escaped) if FENCE in escaped else escaped
+
+
+def code_block(text: str, limit: int = 2900) -> str:
+    """Plain ``text`` (a command's output) as a mrkdwn code block: escaped, unable to close
+    the block early, and cut from the front to ``limit`` characters without splitting an
+    entity. The newest output is at the end, so the end is what is kept."""
+    body = escape(text)
+    if len(body) > limit:
+        body = _clip_front(body, limit)
+    # the fences on lines of their own: a backtick at either end cannot join them
+    return f"{FENCE}\n{body}\n{FENCE}"
+
+
+#: an entity cut open at the start of a kept tail (``mp;``)
+_CUT_AT_START = re.compile(r"^[#a-zA-Z0-9]{0,8};")
+
+
+def _clip_front(body: str, limit: int) -> str:
+    tail = body[len(body) - (limit - 1) :]
+    cut = body[: len(body) - len(tail)]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:] and _CUT_AT_START.match(tail):
+        tail = _CUT_AT_START.sub("", tail, count=1)
+    return "…" + tail
+
+
+#: ``<!channel>``, ``<!here>``, ``<!everyone>``, ``<!subteam^…>``: pings shipmate never means.
+#: ``<!date^…>`` is the one special form it writes itself.
+_BROADCAST = re.compile(r"<!(?!date\^)")
+#: what may stand between ``<@`` and ``>``: an id, never markup
+_USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+
+
+def defuse(text: str) -> str:
+    """Make any broadcast mention in ``text`` inert (``&lt;!channel>`` shows as text).
+
+    Defence in depth: every part of a text should already be escaped where it is built;
+    this is the last word before Slack, so a missed path still cannot ping a channel."""
+    return _BROADCAST.sub("&lt;!", text)
 
 
 def short(sha: str | None) -> str:
@@ -83,7 +141,8 @@ def slack_date(ts: float, fmt: str = "{date_short_pretty} {time}") -> str:
 
 
 def mention(user: str) -> str:
-    return f"<@{user}>"
+    """A live mention of a Slack user id; anything else (a forged "user") shows as text."""
+    return f"<@{user}>" if _USER_ID.fullmatch(user) else escape(user)
 
 
 def person_label(person: Person) -> str:

@@ -5,15 +5,22 @@ what the person should read comes as an ephemeral notice from the worker, as for
 reactions. Block opens a modal first (its trigger_id is only good for 3 seconds, so
 `web` calls views.open itself); the reason arrives with the submission, and a refusal
 is shown in the modal, which stays open.
+
+When Redis is not ready nothing is recorded and nobody can be told through the worker,
+so `web` answers the click itself, through the click's response_url: the same "try
+again" a slash command gets, seen only by whoever clicked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiohttp import ClientError
 from redis.exceptions import RedisError
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -29,33 +36,30 @@ from domain.render import (
     block_reason_modal,
 )
 from handlers import intents
-from handlers.deps import BUSY, UNAVAILABLE, Deps, redis_errors_counted
+from handlers.deps import BUSY, UNAVAILABLE, Deps, log_redis_failure, redis_errors_counted
 
 log = logging.getLogger(__name__)
 
+#: of the 3 s Slack gives a click, what telling the clicker "try again" may take
+RESPOND_SECONDS = 1.0
+
 
 def register(app: AsyncApp, deps: Deps) -> None:
-    async def on_approve(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await _decide(ack, body, deps, rel.Verdict.APPROVE, added=True)
+    async def on_approve(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await _answered(
+            ack, respond, "button", _decide(body, deps, rel.Verdict.APPROVE, added=True)
+        )
 
-    async def on_unblock(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await _decide(ack, body, deps, rel.Verdict.BLOCK, added=False)
+    async def on_unblock(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await _answered(ack, respond, "button", _decide(body, deps, rel.Verdict.BLOCK, added=False))
 
-    async def on_cancel(ack: AsyncAck, body: dict[str, Any]) -> None:
-        where = _message(body)
-        if where is None:
-            await ack()
-            return
-        channel, ts, user = where
-        with redis_errors_counted("cancel"):
-            await intents.cancel_release(
-                deps.store, channel=channel, ts=ts, user=user, at=deps.clock()
-            )
-        await ack()
+    async def on_cancel(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await _answered(ack, respond, "cancel", _cancel(body, deps))
 
-    async def on_block(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        with redis_errors_counted("block_form"):
-            await _open_block_modal(ack, body, client, deps)
+    async def on_block(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
+        await _answered(ack, respond, "block_form", _open_block_modal(ack, body, client, deps))
 
     async def on_block_reason(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         await _block_with_reason(ack, body, view, deps)
@@ -65,6 +69,40 @@ def register(app: AsyncApp, deps: Deps) -> None:
     app.action(CANCEL_ACTION)(on_cancel)
     app.action(BLOCK_ACTION)(on_block)
     app.view(BLOCK_REASON_VIEW)(on_block_reason)
+
+
+async def _answered(
+    ack: AsyncAck, respond: AsyncRespond, op: str, recording: Awaitable[None]
+) -> None:
+    """Record a click, then ack; if nothing could be recorded, say so to whoever clicked
+    (Slack shows a bare failed click otherwise, with no hint that trying again is safe)."""
+    try:
+        with redis_errors_counted(op):
+            await recording
+    except RedisError as err:
+        log_redis_failure(err, f"a {op} click")
+        await _refuse(ack, respond, UNAVAILABLE)
+        return
+    except Conflict:
+        await _refuse(ack, respond, BUSY)
+        return
+    if not _acked(ack):
+        await ack()
+
+
+def _acked(ack: AsyncAck) -> bool:
+    return ack.response is not None
+
+
+async def _refuse(ack: AsyncAck, respond: Callable[..., Awaitable[Any]], text: str) -> None:
+    if not _acked(ack):
+        await ack()
+    try:
+        async with asyncio.timeout(RESPOND_SECONDS):
+            await respond(text=text, response_type="ephemeral", replace_original=False)
+    except (ClientError, OSError, TimeoutError, ValueError) as err:
+        # best effort: the click was not recorded either way, and clicking again is safe
+        log.warning("could not tell the clicker to try again: %s", err)
 
 
 def _message(body: dict[str, Any]) -> tuple[str, str, str] | None:
@@ -78,19 +116,22 @@ def _message(body: dict[str, Any]) -> tuple[str, str, str] | None:
     return channel, ts, user
 
 
-async def _decide(
-    ack: AsyncAck, body: dict[str, Any], deps: Deps, verdict: rel.Verdict, *, added: bool
-) -> None:
-    # Redis errors and conflicts propagate: bolt answers 500 and the person sees Slack's
-    # own "that didn't work" on the button, with nothing recorded; clicking again is safe.
+async def _decide(body: dict[str, Any], deps: Deps, verdict: rel.Verdict, *, added: bool) -> None:
     where = _message(body)
-    if where is not None:
-        channel, ts, user = where
-        decision = intents.Decision(channel=channel, ts=ts, user=user, verdict=verdict, added=added)
-        with redis_errors_counted("button"):
-            decided = await intents.record_decision(deps.store, decision, at=deps.clock())
-        log.debug("button %s by %s: %s", verdict.value, user, decided.outcome.value)
-    await ack()
+    if where is None:
+        return
+    channel, ts, user = where
+    decision = intents.Decision(channel=channel, ts=ts, user=user, verdict=verdict, added=added)
+    decided = await intents.record_decision(deps.store, decision, at=deps.clock())
+    log.debug("button %s by %s: %s", verdict.value, user, decided.outcome.value)
+
+
+async def _cancel(body: dict[str, Any], deps: Deps) -> None:
+    where = _message(body)
+    if where is None:
+        return
+    channel, ts, user = where
+    await intents.cancel_release(deps.store, channel=channel, ts=ts, user=user, at=deps.clock())
 
 
 async def _open_block_modal(
@@ -154,8 +195,8 @@ async def _block_with_reason(
     try:
         with redis_errors_counted("block_reason"):
             decided = await intents.record_decision(deps.store, decision, at=deps.clock())
-    except RedisError:
-        log.exception("redis unavailable while recording a block")
+    except RedisError as err:
+        log_redis_failure(err, "the block form")
         await ack(response_action="errors", errors={BLOCK_REASON_INPUT: _plain(UNAVAILABLE)})
         return
     except Conflict:

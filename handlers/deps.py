@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,12 +12,15 @@ from redis.exceptions import RedisError
 
 from bot.config import Config
 from bot.metrics import RECORDER
+from bot.redisconn import describe, redis_not_ready
 from bot.store import Store
 from handlers import intents
 
+log = logging.getLogger(__name__)
+
 UNAVAILABLE = (
-    ":warning: shipmate could not record that: its database (Redis) is unreachable right now. "
-    "Nothing was changed; please try again in a minute."
+    ":warning: shipmate could not record that: its database (Redis) is unreachable or not "
+    "ready right now. Nothing was changed; please try again in a minute."
 )
 BUSY = (
     ":warning: Too many changes to that environment at once; nothing was changed. Please try again."
@@ -40,3 +44,14 @@ def redis_errors_counted(op: str) -> Iterator[None]:
     except RedisError:
         RECORDER.redis_error("web", op)
         raise
+
+
+def log_redis_failure(error: RedisError, what: str) -> None:
+    """One warning line when Redis is not ready (a restart, a failover: expected, and the
+    person or Slack tries again); any other Redis error is a bug and keeps its traceback."""
+    if redis_not_ready(error):
+        log.warning(
+            "Redis not ready while handling %s (%s); nothing recorded", what, describe(error)
+        )
+    else:
+        log.error("Redis refused %s; nothing recorded", what, exc_info=error)

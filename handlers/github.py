@@ -6,9 +6,10 @@ webhook only makes a new batch appear sooner.
 
 Every request is checked before anything is written: the ``X-Hub-Signature-256`` HMAC
 over the raw body (constant-time compare), then the event and delivery headers, then the
-payload. A push to the release branch records its ``X-GitHub-Delivery`` id and enqueues a
-``collect`` job in one atomic Redis write, so a redelivered or replayed delivery is
-answered "duplicate" and changes nothing. Forged, malformed and oversized requests get a
+payload. A push to the release branch records the push itself (its signed ref, before and
+after) and enqueues a ``collect`` job in one atomic Redis write, then remembers its
+``X-GitHub-Delivery`` id; a redelivered delivery, or a captured one replayed under fresh
+delivery ids (the id is not signed), is answered "duplicate" and changes nothing. Forged, malformed and oversized requests get a
 specific 4xx answer and change nothing either; when Redis is unreachable the answer is
 503, so the delivery shows as failed in GitHub (and can be redelivered) while polling
 still picks the commits up.
@@ -30,6 +31,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
+from bot.keys import DEDUPE_TTL_SECONDS
 from bot.metrics import RECORDER
 from bot.store import Conflict, Duplicate, Job, Snapshot, Store, Write
 
@@ -129,6 +131,22 @@ def parse_push(body: bytes | Mapping[str, Any]) -> PushEvent | None:
     )
 
 
+def push_id(push: PushEvent) -> str:
+    """What identifies one push: the branch moving from ``before`` to ``after``. Hashed, as
+    the values come from the body and only their identity matters. A branch moved back to
+    an earlier sha is a new push (another ``before``)."""
+    moved = f"{push.ref}\0{push.before}\0{push.after}".encode()
+    return hashlib.sha256(moved).hexdigest()
+
+
+async def _remember_delivery(store: Store, key: str) -> None:
+    # best effort: a redelivery under this id is the same push, which its push id refuses
+    try:
+        await store.redis.set(key, "1", ex=DEDUPE_TTL_SECONDS)
+    except RedisError as err:
+        log.warning("cannot remember github delivery %s: %s", key, err)
+
+
 def collect_job(push: PushEvent, received_at: float) -> Job:
     return Job("collect", {"reason": "push", "after": push.after, "at": f"{received_at:.3f}"})
 
@@ -145,7 +163,7 @@ def _ignored(reason: str) -> web.Response:
     return _answer(202, ok=True, ignored=True, reason=reason)
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+async def read_limited(request: web.Request, limit: int) -> bytes | None:
     """The raw body, or None when it is larger than ``limit`` (without reading all of it)."""
     if request.content_length is not None and request.content_length > limit:
         return None
@@ -172,7 +190,7 @@ def github_webhook(
     async def handle(request: web.Request) -> web.StreamResponse:
         if not key:
             return _error(404, NOT_CONFIGURED)
-        body = await _read_limited(request, max_body)
+        body = await read_limited(request, max_body)
         if body is None:
             return _error(413, f"payload larger than {max_body} bytes; shipmate keeps polling")
         header = request.headers.get("X-Hub-Signature-256")
@@ -212,10 +230,15 @@ def github_webhook(
         def decide(_: Snapshot) -> tuple[Write, None]:
             return Write(jobs=[job]), None
 
+        seen = store.keys.dedupe("github", delivery)
         try:
-            await store.update(env, decide, dedupe=store.keys.dedupe("github", delivery))
+            if await store.redis.exists(seen):
+                raise Duplicate(seen)
+            # the delivery id is not signed: a captured push replayed with fresh ids is
+            # still the same push, so the signed ref/before/after is what makes it unique
+            await store.update(env, decide, dedupe=store.keys.dedupe("github-push", push_id(push)))
         except Duplicate:
-            log.info("github delivery %s was already recorded", delivery)
+            log.info("github delivery %s (%s) was already recorded", delivery, push.after[:7])
             return _answer(200, ok=True, duplicate=True)
         except (RedisError, Conflict) as err:
             if isinstance(err, RedisError):
@@ -226,6 +249,7 @@ def github_webhook(
                 "shipmate could not record the push (Redis is unreachable); "
                 "redeliver it later, polling will collect the commits anyway",
             )
+        await _remember_delivery(store, seen)
         log.info("github push %s to %s (%s) queued a collect", delivery, push.ref, push.after[:7])
         return _answer(200, ok=True, queued="collect")
 

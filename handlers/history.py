@@ -18,7 +18,7 @@ from bot.renderer import options_for
 from domain import commands
 from domain.errors import ShipmateError
 from domain.history import MAX_RELEASES, render_history
-from handlers.deps import Deps, redis_errors_counted
+from handlers.deps import Deps, log_redis_failure, redis_errors_counted
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ READ_SECONDS = 2.0
 
 UNAVAILABLE = (
     ":warning: shipmate could not read the release history: its database (Redis) is "
-    "unreachable right now. Please try again in a minute."
+    "unreachable or not ready right now. Please try again in a minute."
 )
 
 
@@ -53,8 +53,12 @@ async def answer_history(ack: AsyncAck, command: dict[str, Any], deps: Deps) -> 
             with redis_errors_counted("history"):
                 # one more than shown: the batch still collecting may be the newest document
                 recent = await deps.store.recent(parsed.env, MAX_RELEASES + 1)
-    except (RedisError, TimeoutError):
-        log.exception("redis unavailable while handling /history %s", parsed.env)
+    except RedisError as err:
+        log_redis_failure(err, f"/history {parsed.env}")
+        await ack(UNAVAILABLE)
+        return
+    except TimeoutError:
+        log.warning("Redis too slow for /history %s (over %.1f s)", parsed.env, READ_SECONDS)
         await ack(UNAVAILABLE)
         return
     rendered = render_history(recent.env, recent.releases, options_for(deps.config))

@@ -7,11 +7,14 @@ the user. Deploys, message edits and notices become jobs for the worker.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.config import Config
+from bot.keys import JOBS_MAXLEN
+from bot.metrics import NOTICES, RECORDER
 from bot.store import Conflict, Duplicate, Job, Snapshot, Store, Write, render_job
 from deployer.base import interactive
 from domain import approvals, environment
@@ -33,6 +36,34 @@ def deploy_job(release: Release) -> Job:
 
 def notice_job(channel: str, user: str, text: str) -> Job:
     return Job("notice", {"channel": channel, "user": user, "text": text})
+
+
+#: the same notice to the same person about the same release is queued once in this window:
+#: a member reacting 2,000 times on a release they are not part of gets one explanation
+NOTICE_COALESCE_SECONDS = 60.0
+
+# KEYS: the notice's mark, the jobs stream; ARGV: window ms, stream maxlen, the job's fields.
+# The mark and the job land together: a notice is never marked sent without being queued.
+_QUEUE_NOTICE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return 1
+"""
+
+
+async def queue_notice(store: Store, channel: str, user: str, text: str, *, about: str) -> bool:
+    """Queue a notice for ``user`` unless the same one (about the same release) was queued
+    within NOTICE_COALESCE_SECONDS; False when it was coalesced into that one."""
+    digest = hashlib.sha256("\0".join((channel, user, about, text)).encode()).hexdigest()[:32]
+    mark = f"{store.keys.prefix}notice:{digest}"
+    fields = notice_job(channel, user, text).flat()
+    queued = await store.redis.register_script(_QUEUE_NOTICE)(
+        keys=[mark, store.keys.jobs],
+        args=[int(NOTICE_COALESCE_SECONDS * 1000), JOBS_MAXLEN, *fields],
+    )
+    if not queued:
+        RECORDER.inc(NOTICES, outcome="coalesced")
+    return bool(queued)
 
 
 def approvals_job(release: Release) -> Job:
@@ -268,12 +299,14 @@ async def record_decision(store: Store, decision: Decision, *, at: float) -> Dec
     """Apply an approve/block to the message's release in one atomic write."""
     d = decision
 
-    def refuse(outcome: ReactionOutcome, text: str) -> tuple[Write | None, Decided]:
+    def refuse(
+        outcome: ReactionOutcome, text: str, release: Release
+    ) -> tuple[Write | None, Decided]:
         # withdrawing something that never counted is not worth a message
         if not d.added and d.emoji:
             return None, Decided(ReactionOutcome.IGNORED)
-        jobs = [notice_job(d.channel, d.user, text)] if d.notify else []
-        return (Write(jobs=jobs) if jobs else None), Decided(outcome, text)
+        # nothing is recorded; the notice is queued after the decision, coalesced
+        return None, Decided(outcome, text, release_id=release.id)
 
     def decide(snap: Snapshot) -> tuple[Write | None, Decided]:
         current = snap.get(snap.message_release)
@@ -283,9 +316,9 @@ async def record_decision(store: Store, decision: Decision, *, at: float) -> Dec
         try:
             new = rel.apply(current, event, at=at)
         except NotInvolved as err:
-            return refuse(ReactionOutcome.NOT_INVOLVED, str(err))
+            return refuse(ReactionOutcome.NOT_INVOLVED, str(err), current)
         except InvalidTransition:
-            return refuse(ReactionOutcome.TOO_LATE, _too_late(current))
+            return refuse(ReactionOutcome.TOO_LATE, _too_late(current), current)
         if (new.approvals, new.blocks, new.block_reasons) == (
             current.approvals,
             current.blocks,
@@ -293,7 +326,7 @@ async def record_decision(store: Store, decision: Decision, *, at: float) -> Dec
         ):
             if d.emoji:  # a reaction mirrors one already given by button: nothing to say
                 return None, Decided(ReactionOutcome.UNCHANGED, release_id=current.id)
-            return refuse(ReactionOutcome.UNCHANGED, _unchanged(current, d))
+            return refuse(ReactionOutcome.UNCHANGED, _unchanged(current, d), current)
         jobs: list[Job] = []
         if new.state is ReleaseState.APPROVED and current.state is not ReleaseState.APPROVED:
             jobs.append(deploy_job(new))
@@ -303,7 +336,7 @@ async def record_decision(store: Store, decision: Decision, *, at: float) -> Dec
         return Write(releases=[new], jobs=jobs), Decided(ReactionOutcome.CHANGED, release_id=new.id)
 
     try:
-        return await store.update(
+        decided = await store.update(
             "",
             decide,
             message=(d.channel, d.ts),
@@ -311,6 +344,11 @@ async def record_decision(store: Store, decision: Decision, *, at: float) -> Dec
         )
     except Duplicate:
         return Decided(ReactionOutcome.DUPLICATE)
+    if d.notify and decided.outcome in REFUSED and decided.message:
+        await queue_notice(
+            store, d.channel, d.user, decided.message, about=decided.release_id or ""
+        )
+    return decided
 
 
 async def may_block(
@@ -379,15 +417,11 @@ async def cancel_release(store: Store, *, channel: str, ts: str, user: str, at: 
             return None, Decided(ReactionOutcome.IGNORED)
         if not approvals.can_cancel(current, user):
             text = str(NotAllowedToCancel(user, current.id, current.requested_by))
-            return Write(jobs=[notice_job(channel, user, text)]), Decided(
-                ReactionOutcome.NOT_INVOLVED, text
-            )
+            return None, Decided(ReactionOutcome.NOT_INVOLVED, text, current.id)
         if current.state not in _CANCELLABLE:
             state = current.state.value.replace("_", " ")
             text = f"Release {current.id} is already {state}; it can no longer be cancelled."
-            return Write(jobs=[notice_job(channel, user, text)]), Decided(
-                ReactionOutcome.TOO_LATE, text
-            )
+            return None, Decided(ReactionOutcome.TOO_LATE, text, current.id)
         change = environment.cancel(snap.env, current, by=user, at=at)
         cancelled = change.releases[0]
         # the batch is counted from what runs again: collect at once rather than at the next poll
@@ -403,7 +437,10 @@ async def cancel_release(store: Store, *, channel: str, ts: str, user: str, at: 
             ReactionOutcome.CHANGED, release_id=cancelled.id
         )
 
-    return await store.update("", decide, message=(channel, ts))
+    decided = await store.update("", decide, message=(channel, ts))
+    if decided.outcome in REFUSED and decided.message:
+        await queue_notice(store, channel, user, decided.message, about=decided.release_id or "")
+    return decided
 
 
 def _too_late(release: Release) -> str:

@@ -1,8 +1,9 @@
 """bolt listeners: parse, record the intent durably, then ack with what happened.
 
 The app runs with ``process_before_response=True``: a listener acks only after its
-write reached Redis. If Redis is unreachable an event listener raises, bolt answers
-500 and Slack delivers the event again; a slash command gets a clear "try again".
+write reached Redis. If Redis is not ready (down, restarting, LOADING, READONLY: see
+bot.redisconn) an event listener raises, the app's error handler answers 503 with one
+log line and Slack delivers the event again; a slash command gets a clear "try again".
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.response import BoltResponse
 
 from bot.logs import bind
 from bot.store import Conflict
@@ -20,7 +22,7 @@ from domain.errors import ShipmateError
 from domain.models import Release, ReleaseState
 from domain.render import escape
 from handlers import buttons, intents
-from handlers.deps import BUSY, UNAVAILABLE, Deps, redis_errors_counted
+from handlers.deps import BUSY, UNAVAILABLE, Deps, log_redis_failure, redis_errors_counted
 from handlers.history import register_history
 
 __all__ = ["BUSY", "UNAVAILABLE", "Deps", "register"]
@@ -59,6 +61,28 @@ def register(app: AsyncApp, deps: Deps) -> None:
     app.event("reaction_removed")(on_reaction_removed)
     buttons.register(app, deps)
     register_history(app, deps)
+    app.error(on_listener_error)
+
+
+async def on_listener_error(error: Exception, body: dict[str, Any]) -> BoltResponse | None:
+    """What bolt answers when a listener (or middleware) raised.
+
+    A Redis error means nothing was recorded: 503, so Slack delivers an event again (in
+    Socket Mode any non-200 leaves the envelope unacked, to the same effect), with one log
+    line rather than a traceback per delivery while Redis restarts. Anything else keeps
+    bolt's 500 and its traceback: that is a bug to see.
+    """
+    if isinstance(error, RedisError):
+        log_redis_failure(error, _request_kind(body))
+        return BoltResponse(status=503, body="")
+    log.error("unexpected error while handling %s", _request_kind(body), exc_info=error)
+    return None
+
+
+def _request_kind(body: dict[str, Any]) -> str:
+    event = body.get("event")
+    kind = event.get("type") if isinstance(event, dict) else None
+    return str(body.get("command") or kind or body.get("type") or "a request")
 
 
 async def _slash(ack: AsyncAck, command: dict[str, Any], deps: Deps, verb: str) -> None:
@@ -75,8 +99,8 @@ async def _slash(ack: AsyncAck, command: dict[str, Any], deps: Deps, verb: str) 
         await ack(text=text, response_type="in_channel")
     except ShipmateError as err:  # refusals from the rules, or a missing artifact
         await ack(f":warning: {err}")
-    except RedisError:
-        log.exception("redis unavailable while handling /%s", verb)
+    except RedisError as err:
+        log_redis_failure(err, f"/{verb}")
         await ack(UNAVAILABLE)
     except Conflict:
         await ack(BUSY)
@@ -139,7 +163,7 @@ async def _reaction(
         added=added,
         event_id=str(body.get("event_id", "")),
     )
-    # Redis errors propagate on purpose: bolt answers 500 and Slack retries the event.
+    # Redis errors propagate on purpose: on_listener_error answers 503, Slack retries the event.
     with redis_errors_counted("reaction"):
         outcome = await intents.record_reaction(deps.store, deps.config, reaction, at=deps.clock())
     log.debug("reaction %s: %s", reaction.name, outcome.value)

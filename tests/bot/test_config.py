@@ -403,7 +403,8 @@ BAD_CONFIGS = [
     pytest.param(
         MINIMAL + "    health: {command: [./smoke.sh], successes: 0}\n",
         [
-            "6: environments.staging.health.successes: expected a whole number of at least 1, got '0'"
+            "6: environments.staging.health.successes: expected a whole number from 1 to 100, "
+            "got '0'"
         ],
         id="successes-zero",
     ),

@@ -299,7 +299,8 @@ async def test_metrics_reports_the_job_queue(redis: Redis) -> None:
     seconds, _ = await redis.time()
     # enqueued 90 s ago (a stream id is its enqueue time in ms)
     await redis.xadd(store.keys.jobs, {"kind": "collect"}, id=f"{(seconds - 90) * 1000}-0")
-    await store.enqueue(Job("collect"), Job("collect"))
+    # one waits in the jobs stream, one in the collects stream: both are counted
+    await store.enqueue(Job("render", {"release": "prod-1"}), Job("collect"))
     delivered: Any = await redis.xreadgroup(JOBS_GROUP, "w1", {store.keys.jobs: ">"}, count=1)
     assert len(delivered[0][1]) == 1
     await redis.xadd(store.keys.dead_letters, {"kind": "deploy", "release": "prod-1"})
@@ -317,6 +318,8 @@ async def test_metrics_reports_the_job_queue(redis: Redis) -> None:
     rest: Any = await redis.xreadgroup(JOBS_GROUP, "w1", {store.keys.jobs: ">"})
     ids = [delivered[0][1][0][0], *(entry_id for entry_id, _ in rest[0][1])]
     await redis.xack(store.keys.jobs, JOBS_GROUP, *ids)
+    collects: Any = await redis.xreadgroup(JOBS_GROUP, "w1", {store.keys.collects: ">"})
+    await redis.xack(store.keys.collects, JOBS_GROUP, *(i for i, _ in collects[0][1]))
     async with serving(store, Recorder()) as base:
         _, _, text = await get(base + "/metrics")
     assert value(text, "shipmate_jobs_queue_depth", state="waiting") == 0

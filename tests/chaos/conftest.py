@@ -57,11 +57,15 @@ PEOPLE = [("U0ALICE", "alice", "alice@example.com")] + [
 
 DEPLOY_SH = """#!/bin/sh
 # chaos deploy: who (the worker's pid) starts and finishes which sha; waits while the gate
-# file exists; takes a moment so a kill lands in the middle
-echo "start $PPID $1 $2" >> {log}
+# file exists; takes a moment so a kill lands in the middle. The parent is the supervisor
+# (deployer/supervise.py); the worker is its parent. Each script's own pid goes to a file,
+# so a test can see whether a killed worker's script still runs.
+worker=$(awk '{{print $4}}' /proc/$PPID/stat)
+echo "$worker $$" >> {pids}
+echo "start $worker $1 $2" >> {log}
 while [ -e {gate} ]; do sleep 0.01; done
 sleep {seconds}
-echo "done $PPID $1 $2" >> {log}
+echo "done $worker $1 $2" >> {log}
 """
 
 HEALTH_SH = """#!/bin/sh
@@ -175,6 +179,19 @@ class Rig:
         return self.workdir / "deploys.log"
 
     @property
+    def script_pids(self) -> Path:
+        return self.workdir / "deploy-pids.log"
+
+    def scripts_running(self, worker_pid: int) -> list[int]:
+        """Deploy scripts started by ``worker_pid`` that still run (zombies count as gone)."""
+        out = []
+        for line in self.script_pids.read_text().splitlines():
+            worker, script = (int(n) for n in line.split())
+            if worker == worker_pid and _runs(script, "deploy.sh"):
+                out.append(script)
+        return out
+
+    @property
     def gate(self) -> Path:
         return self.workdir / "gate"
 
@@ -199,8 +216,14 @@ class Rig:
         self.commit("Initial shop")
         self.bad.mkdir()
         self.deploy_log.touch()
+        self.script_pids.touch()
         (self.workdir / "deploy.sh").write_text(
-            DEPLOY_SH.format(log=self.deploy_log, gate=self.gate, seconds=self.deploy_seconds)
+            DEPLOY_SH.format(
+                log=self.deploy_log,
+                gate=self.gate,
+                seconds=self.deploy_seconds,
+                pids=self.script_pids,
+            )
         )
         (self.workdir / "health.sh").write_text(HEALTH_SH.format(bad=self.bad))
         (self.workdir / "shipmate.yml").write_text(self.config_text(self.workdir / "state-web"))
@@ -396,9 +419,12 @@ class Rig:
         """Wait until every job was acknowledged (nothing pending, nothing waiting)."""
 
         async def empty() -> bool:
-            info: Any = await self.redis.xinfo_groups(self.store.keys.jobs)
-            group = next(g for g in info if g["name"] == JOBS_GROUP)
-            return int(group["pending"]) == 0 and int(group.get("lag") or 0) == 0
+            for stream in self.store.streams:
+                info: Any = await self.redis.xinfo_groups(stream)
+                group = next(g for g in info if g["name"] == JOBS_GROUP)
+                if int(group["pending"]) or int(group.get("lag") or 0):
+                    return False
+            return True
 
         await self.wait(empty, what="every job to be acknowledged")
 
@@ -452,6 +478,17 @@ class Rig:
 
 
 RELEASE_ID = re.compile(r"\(release ([a-z0-9_-]+-\d+)\)")
+
+
+def _runs(pid: int, program: str) -> bool:
+    """``pid`` runs ``program`` (not a zombie, not a reused pid)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z" and program.encode() in cmdline
 
 
 def accepted(worker: Proc, pattern: str) -> bool:

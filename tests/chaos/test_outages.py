@@ -230,11 +230,13 @@ async def durable_state(redis: Redis, *, skip: str) -> dict[str, Any]:
 
 
 def worker_loops() -> dict[str, asyncio.Task[Any]]:
-    return {
-        t.get_name(): t
-        for t in asyncio.all_tasks()
-        if t.get_name() in ("consume", "poll", "reclaim")
-    }
+    """The worker's long-lived loops by kind; there is one consume loop per job stream."""
+    loops: dict[str, asyncio.Task[Any]] = {}
+    for t in asyncio.all_tasks():
+        kind = t.get_name().split(" ", 1)[0]
+        if kind in ("consume", "poll", "reclaim"):
+            loops[t.get_name()] = t
+    return loops
 
 
 # -- 3. Redis unreachable for 30 s -----------------------------------------------------------
@@ -282,7 +284,7 @@ async def test_redis_down_30s_answers_refuses_and_recovers(redis_crew: Crew) -> 
     assert (await crew.release("gated-1")).state is ReleaseState.DEPLOYING
     before = await durable_state(crew.redis, skip="gated")
     loops = worker_loops()
-    assert sorted(loops) == ["consume", "poll", "reclaim"]
+    assert sorted({name.split(" ", 1)[0] for name in loops}) == ["consume", "poll", "reclaim"]
 
     await asyncio.to_thread(server.stop)
     down_at = time.monotonic()
@@ -371,12 +373,11 @@ async def test_redis_down_30s_answers_refuses_and_recovers(redis_crew: Crew) -> 
     assert team.thread_text(sandbox_ts).count("Deploying `") == 1
 
     # the poll loop collects by itself (no collect job is queued for this commit)
-    last_job: Any = await crew.redis.xinfo_stream(team.stack.store.keys.jobs)
+    collects = team.stack.store.keys.collects
+    last_job: Any = await crew.redis.xinfo_stream(collects)
     team.commit(CAROL, "Chaos follow-up")
     await team.batch_message(containing="Chaos follow-up")
-    later: Any = await crew.redis.xrange(
-        team.stack.store.keys.jobs, min=f"({last_job['last-generated-id']}"
-    )
+    later: Any = await crew.redis.xrange(collects, min=f"({last_job['last-generated-id']}")
     assert not [f for _, f in later if f.get("kind") == "collect"], "the poll loop collected"
     groups: Any = await crew.redis.xinfo_groups(team.stack.store.keys.jobs)
     assert next(g for g in groups if g["name"] == JOBS_GROUP)["consumers"] >= 1

@@ -340,8 +340,8 @@ async def test_docker_unreachable_is_a_clear_deploy_error() -> None:
     assert reporter.statuses("image") == [StepStatus.RUNNING] * 2 + [StepStatus.FAILED]
     assert reporter.steps[1].detail == f"{expected}; waiting up to 0.3s for it to come back"
     assert reporter.details == [
-        f":warning: {expected}. Waiting up to 0.3s for it to come back, then deploying "
-        f"`{target.short_sha}` again from the start."
+        f"{expected}. Waiting up to 0.3s for it to come back, then deploying "
+        f"{target.short_sha} again from the start."
     ]
     with interactive(), pytest.raises(DeployError, match="not reachable"):
         await backend.check_artifact(target)

@@ -84,7 +84,9 @@ def web_port(team: Team) -> int:
 
 async def collect_jobs(team: Team) -> list[dict[str, str]]:
     """The collect jobs a push queued (a deploy queues its own collect afterwards)."""
-    entries: Any = await team.stack.redis.xrange(team.stack.store.keys.jobs)
+    keys = team.stack.store.keys
+    entries: Any = await team.stack.redis.xrange(keys.collects)
+    entries += await team.stack.redis.xrange(keys.jobs)
     jobs = [{_text(k): _text(v) for k, v in fields.items()} for _, fields in entries]
     return [job for job in jobs if job.get("kind") == "collect" and job.get("reason") == "push"]
 
@@ -225,3 +227,28 @@ async def test_shipmate_web_process_reads_github_webhook_secret(
         web.terminate()
         code = await asyncio.to_thread(web.wait, 10)
     assert code == 0, _read(log)
+
+
+async def test_a_push_replayed_a_thousand_times_with_fresh_ids_queues_one_collect(
+    hooked: Team,
+) -> None:
+    """The delivery id is not signed: a captured push sent again under 1,000 new ids is
+    still one push, recognised by its signed ref/before/after."""
+    body = push_body("a" * 40)
+    url = f"http://127.0.0.1:{web_port(hooked)}/github/webhook"
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-Hub-Signature-256": sign(SECRET.encode(), body),
+    }
+    answers: dict[str, int] = {}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(1_000):
+            fresh = headers | {"X-GitHub-Delivery": str(uuid.uuid4())}
+            async with session.post(url, data=body, headers=fresh) as response:
+                assert response.status == 200
+                answer = await response.json()
+                key = "queued" if answer.get("queued") else "duplicate"
+                answers[key] = answers.get(key, 0) + 1
+    assert answers == {"queued": 1, "duplicate": 999}
+    assert [job["after"] for job in await collect_jobs(hooked)] == ["a" * 40]
