@@ -1,16 +1,12 @@
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import free_port
-from tests.e2e.harness import Team, start_team
+from tests.e2e.harness import Team, running_team
 
 #: how Slack reaches `web`: signed HTTP requests, or Socket Mode envelopes (SLACK_APP_TOKEN)
 SLACK_MODES = ("http", "socket")
@@ -37,14 +33,5 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 async def team(tmp_path: Path, redis: Redis, slack_mode: str) -> AsyncIterator[Team]:
-    team = await start_team(
-        tmp_path, redis, port=free_port(), staging_port=free_port(), mode=slack_mode
-    )
-    try:
+    async with running_team(tmp_path, redis, mode=slack_mode) as team:
         yield team
-    finally:
-        await team.stack.stop()
-        await team.emulator.stop()
-        for pidfile in list(tmp_path.glob("*.pid")):  # noqa: ASYNC240 - teardown, a few files
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)

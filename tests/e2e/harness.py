@@ -7,8 +7,11 @@ and real git. Waits are on conditions.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from bot.demo import DEPLOY, PEOPLE, SERVICE, DemoRepo
 from bot.local import LocalStack, start_stack
 from domain.models import Release
 from slackemu import Message, SlackEmulator
+from tests.conftest import free_port
 
 CHANNEL = "C0RELEASES"
 ALICE, BOB, CAROL, ONCALL = "U0ALICE", "U0BOB", "U0CAROL", "U0ONCALL"
@@ -175,3 +179,21 @@ async def start_team(
     return Team(
         workdir=workdir, repo=repo, config=config, emulator=emulator, stack=stack, mode=mode
     )
+
+
+@contextlib.asynccontextmanager
+async def running_team(
+    workdir: Path, redis: Redis, *, extra: str = "", mode: str = "http"
+) -> AsyncIterator[Team]:
+    """A started team, stopped afterwards with every service its deploys left running."""
+    team = await start_team(
+        workdir, redis, port=free_port(), staging_port=free_port(), extra=extra, mode=mode
+    )
+    try:
+        yield team
+    finally:
+        await team.stack.stop()
+        await team.emulator.stop()
+        for pidfile in list(workdir.glob("*.pid")):  # noqa: ASYNC240 - teardown, a few files
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)

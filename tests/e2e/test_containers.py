@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from redis.asyncio import Redis
 from bot.demoimage import ImageKind
 from tests.conftest import free_port
 from tests.dockerkit import DockerKit
-from tests.e2e.harness import ALICE, BOB, CAROL, CHANNEL, ONCALL, Team, rendered, start_team
+from tests.e2e.harness import ALICE, BOB, CAROL, CHANNEL, ONCALL, Team, rendered, running_team
 
 DOCKER_ENV = """\
   web:
@@ -76,17 +73,8 @@ async def ship(
         native_port=ports.native,
         swarm_port=ports.swarm,
     )
-    team = await start_team(
-        tmp_path, redis, port=free_port(), staging_port=free_port(), extra=extra
-    )
-    try:
+    async with running_team(tmp_path, redis, extra=extra) as team:
         yield team, dockerkit, repository
-    finally:
-        await team.stack.stop()
-        await team.emulator.stop()
-        for pidfile in list(tmp_path.glob("*.pid")):  # noqa: ASYNC240 - teardown
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
 
 
 async def _version(port: int) -> str:

@@ -9,11 +9,8 @@ or a user mention the bot did not mean.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,7 +21,7 @@ from redis.asyncio import Redis
 
 from domain.models import ReleaseState
 from tests.conftest import free_port
-from tests.e2e.harness import ALICE, BOB, CHANNEL, NAMES, Team, start_team
+from tests.e2e.harness import ALICE, BOB, CHANNEL, NAMES, Team, running_team
 
 pytestmark = pytest.mark.http_only
 
@@ -84,17 +81,8 @@ async def hostile_team(tmp_path: Path, redis: Redis) -> AsyncIterator[Team]:
     port = free_port()
     (tmp_path / "hostile.py").write_text(HOSTILE_PY)
     extra = EXTRA.format(python=sys.executable, port=port)
-    team = await start_team(
-        tmp_path, redis, port=free_port(), staging_port=free_port(), extra=extra
-    )
-    try:
+    async with running_team(tmp_path, redis, extra=extra) as team:
         yield team
-    finally:
-        await team.stack.stop()
-        await team.emulator.stop()
-        for pidfile in list(tmp_path.glob("*.pid")):  # noqa: ASYNC240 - teardown, a few files
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
 
 
 def _texts(value: Any) -> Iterator[str]:
