@@ -64,6 +64,7 @@ from bench.common import (
     RedisServer,
     Summary,
     as_text,
+    jobs_drained,
     kill_leftovers,
     machine_line,
     package_version,
@@ -73,9 +74,7 @@ from bench.common import (
 )
 from bot.app import WARM_EVERY, make_store
 from bot.config import Config, load_config
-from bot.keys import JOBS_GROUP
 from bot.local import LocalStack
-from bot.store import Store
 from domain.codec import release_from_doc
 from slackemu import Channel, Message, SlackEmulator, User, payloads
 
@@ -338,7 +337,7 @@ async def seed_store(config: Config, redis: Redis, emu: SlackEmulator, envs: Seq
         release_id = (await store.env("sandbox")).active_release
         assert release_id is not None
         await wait_until(
-            lambda: _jobs_drained(store),
+            lambda: jobs_drained(store),
             within=SEED_TIMEOUT,
             what="the worker to finish its jobs",
         )
@@ -370,17 +369,6 @@ async def seed_store(config: Config, redis: Redis, emu: SlackEmulator, envs: Seq
         for name in envs
     }
     return Seed(release_id, message, batches, per_env)
-
-
-async def _jobs_drained(store: Store) -> bool:
-    stream: Any = await store.redis.xinfo_stream(store.keys.jobs)
-    groups: Any = await store.redis.xinfo_groups(store.keys.jobs)
-    group = next((g for g in groups if g["name"] == JOBS_GROUP), None)
-    return (
-        group is not None
-        and int(group["pending"]) == 0
-        and group["last-delivered-id"] == stream["last-generated-id"]
-    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from bot.keys import JOBS_GROUP
+from bot.store import Store
 
 #: child processes started by this module and not yet reaped (see ``kill_leftovers``)
 _CHILDREN: set[subprocess.Popen[bytes]] = set()
@@ -234,6 +238,18 @@ async def wait_until(
         if loop.time() >= deadline:
             raise BenchError(f"timed out after {within:.0f}s waiting for {what}")
         await asyncio.sleep(every)
+
+
+async def jobs_drained(store: Store) -> bool:
+    """Every job ever queued was delivered to a worker and acknowledged."""
+    stream: Any = await store.redis.xinfo_stream(store.keys.jobs)
+    groups: Any = await store.redis.xinfo_groups(store.keys.jobs)
+    group = next((g for g in groups if g["name"] == JOBS_GROUP), None)
+    return (
+        group is not None
+        and int(group["pending"]) == 0
+        and group["last-delivered-id"] == stream["last-generated-id"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------

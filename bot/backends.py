@@ -1,19 +1,19 @@
-"""Build each environment's backend and health check from the configuration."""
+"""Each environment's backend, built from the spec its configuration was parsed into."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from bot.config import BackendConfig, Config, EnvironmentConfig
+from bot.config import Config
 from bot.deploys import EnvironmentRuntime
 from deployer.base import Backend, DeployTarget
 from deployer.docker import DockerBackend, DockerSpec
 from deployer.dockerapi import DockerApi
-from deployer.health import HealthSpec
 from deployer.shell import ShellBackend, ShellSpec
-from deployer.swarm import SwarmBackend, SwarmSpec
+from deployer.specs import BackendSpec
+from deployer.swarm import SwarmBackend
 
 
 @dataclass
@@ -43,71 +43,29 @@ class Backends:
             await self.docker.close()
 
 
-def build_backend(config: Config, backend: BackendConfig, docker: DockerApi | None) -> Backend:
-    if backend.kind == "shell":
-        spec = ShellSpec(
-            deploy=backend.deploy,
-            timeout=backend.timeout,
-            cwd=backend.cwd or config.base_dir,
-            env=backend.env,
-        )
+def build_backend(spec: BackendSpec, docker: Callable[[], DockerApi]) -> Backend:
+    """The backend for ``spec``; ``docker`` gives the process' one Docker connection."""
+    if isinstance(spec, ShellSpec):
         return ShellBackend(spec)
-    assert docker is not None and backend.image is not None
-    if backend.kind == "docker":
-        assert backend.container is not None
-        return DockerBackend(
-            DockerSpec(
-                image=backend.image,
-                container=backend.container,
-                ports=backend.ports,
-                env=backend.env,
-                network=backend.network,
-                keep=backend.keep,
-                stop_timeout=backend.stop_timeout,
-                registry=backend.registry,
-            ),
-            docker,
-        )
-    assert backend.service is not None
-    return SwarmBackend(
-        SwarmSpec(
-            service=backend.service,
-            image=backend.image,
-            update_timeout=backend.update_timeout,
-            registry=backend.registry,
-            env=backend.env,
-            ports=backend.ports,
-            network=backend.network,
-            replicas=backend.replicas,
-            stop_timeout=backend.stop_timeout,
-        ),
-        docker,
-    )
-
-
-def build_health(config: Config, env: EnvironmentConfig) -> HealthSpec | None:
-    health = env.health
-    if health is None:
-        return None
-    return HealthSpec(
-        http=health.http,
-        command=health.command,
-        timeout=health.timeout,
-        interval=health.interval,
-        successes=health.successes,
-        cwd=config.base_dir,
-    )
+    if isinstance(spec, DockerSpec):
+        return DockerBackend(spec, docker())
+    return SwarmBackend(spec, docker())
 
 
 def build_backends(config: Config) -> Backends:
-    needs_docker = any(e.backend.kind != "shell" for e in config.environments.values())
-    docker = DockerApi() if needs_docker else None
+    shared: list[DockerApi] = []
+
+    def docker() -> DockerApi:
+        if not shared:
+            shared.append(DockerApi())
+        return shared[0]
+
     runtimes = {
         name: EnvironmentRuntime(
-            backend=build_backend(config, env.backend, docker),
-            health=build_health(config, env),
+            backend=build_backend(env.backend, docker),
+            health=env.health,
             lock_on_failure=env.lock_on_failure,
         )
         for name, env in config.environments.items()
     }
-    return Backends(runtimes=runtimes, docker=docker)
+    return Backends(runtimes=runtimes, docker=shared[0] if shared else None)

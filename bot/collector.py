@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 from bot.config import Config
 from bot.gitrepo import GitMirror
+from bot.jobs import channel_notice_job
 from bot.people import PeopleDirectory
-from bot.store import Job, Snapshot, Store, Write
+from bot.store import Snapshot, Store, Write
 from domain import environment
 from domain import release as rel
 from domain.models import Commit, Person
@@ -66,9 +67,7 @@ class Collector:
             f":warning: `{branch}` was force-pushed: `{previous[:7]}` is no longer on it "
             f"(head is now `{head[:7]}`). Batches were recomputed from the new history."
         )
-        await self.store.enqueue(
-            Job("channel_notice", {"channel": self.config.slack.channel, "text": text})
-        )
+        await self.store.enqueue(channel_notice_job(self.config.slack.channel, text))
 
     async def collect_env(self, env: str, head: str) -> None:
         for _ in range(10):

@@ -10,12 +10,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import string
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -27,35 +26,39 @@ from yaml.tokens import Token
 from bot.durations import BOUNDS as DURATION_BOUNDS
 from bot.durations import EXPECTED as DURATION_EXPECTED
 from bot.durations import duration_seconds, parse_duration, within_bounds
+from deployer.argv import PLACEHOLDERS, template_problem
+from deployer.dockerrules import (
+    container_name_problem,
+    container_port_problem,
+    host_port_problem,
+    published_port_problem,
+    service_name_problem,
+    swarm_ports_problem,
+)
+from deployer.health import HealthSpec
+from deployer.shell import ShellSpec
+from deployer.specs import SPECS, BackendSpec
 
 __all__ = [
     "ACTIONS",
     "EVERYONE",
-    "PLACEHOLDERS",
-    "SHORT_SHA_LENGTH",
-    "BackendConfig",
     "Config",
     "ConfigError",
     "ConfigProblem",
     "EnvironmentConfig",
-    "HealthConfig",
     "Limits",
     "Permissions",
     "RepoConfig",
     "SlackConfig",
     "check_config",
-    "fill_placeholders",
     "load_config",
     "parse_duration",
 ]
 
 Approval = Literal["none", "authors"]
-BackendKind = Literal["docker", "swarm", "shell"]
 
 EVERYONE = "everyone"
 ACTIONS = ("release", "rollback", "lock")
-PLACEHOLDERS = ("sha", "short_sha", "env")
-SHORT_SHA_LENGTH = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +86,6 @@ INT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
 # dataclasses stay usable as dict keys.
 def _frozen(items: Mapping[str, str] | None = None) -> Mapping[str, str]:
     return MappingProxyType(dict(items or {}))
-
-
-def fill_placeholders(template: str, *, sha: str, env: str) -> str:
-    """Fill {sha}, {short_sha} and {env} in a validated template ('{{' is a literal brace)."""
-    return template.format(sha=sha, short_sha=sha[:SHORT_SHA_LENGTH], env=env)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,50 +140,12 @@ class SlackConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HealthConfig:
-    """Exactly one of `http` and `command` is set."""
-
-    http: str | None = None  # http(s) URL template
-    command: tuple[str, ...] | None = None  # argv template
-    timeout: float = 30.0
-    interval: float = 1.0
-    successes: int = 1  # consecutive passes needed
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BackendConfig:
-    """One dataclass for every kind; the loader only fills (and only allows) a kind's own keys."""
-
-    kind: BackendKind
-    # shell
-    deploy: tuple[str, ...] = ()  # argv template; a relative argv[0] is made absolute
-    timeout: float = 600.0
-    cwd: Path | None = None
-    # shell and docker; passed verbatim (no placeholders)
-    env: Mapping[str, str] = field(default_factory=_frozen, hash=False)
-    # docker and swarm
-    image: str | None = None  # contains {sha} or {short_sha}
-    registry: str | None = None
-    # docker
-    container: str | None = None
-    # container port ("8080" or "8080/tcp") -> host port ("8081" or "127.0.0.1:8081"), the
-    # direction docker-py's `ports=` takes.
-    ports: Mapping[str, str] = field(default_factory=_frozen, hash=False)
-    network: str | None = None
-    keep: int = 3
-    stop_timeout: float = 10.0
-    # swarm (plus image, env, ports, network, stop_timeout, used when shipmate creates the service)
-    service: str | None = None
-    update_timeout: float = 300.0
-    replicas: int = 1
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class EnvironmentConfig:
     name: str
-    backend: BackendConfig
+    # The deployer's own specs: their defaults and validation are the only ones.
+    backend: BackendSpec
     approval: Approval = "authors"
-    health: HealthConfig | None = None
+    health: HealthSpec | None = None
     permissions: Permissions = field(default_factory=Permissions)
     channel: str | None = None  # overrides slack.channel
     lock_on_failure: bool = True
@@ -496,9 +456,8 @@ def _approval(p: _Problems, node: Node, key: str) -> Approval:
     return "none" if _choice(p, node, key, ("none", "authors")) == "none" else "authors"
 
 
-def _backend_kind(p: _Problems, node: Node, key: str) -> BackendKind | None:
-    kinds: dict[str | None, BackendKind] = {"docker": "docker", "swarm": "swarm", "shell": "shell"}
-    return kinds.get(_choice(p, node, key, tuple(_BACKEND_KEYS)))
+def _backend_kind(p: _Problems, node: Node, key: str) -> str | None:
+    return _choice(p, node, key, tuple(SPECS))
 
 
 def _flag(p: _Problems, node: Node, key: str) -> bool:
@@ -579,20 +538,6 @@ def _list_of(read_item: Reader[str], expected: str, hint: bool = True) -> Reader
     return read
 
 
-def _template_problem(text: str, allowed: Collection[str]) -> str | None:
-    try:
-        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(text)]
-    except ValueError:
-        return f"unbalanced brace in {text!r} (write '{{{{' or '}}}}' for a literal brace)"
-    for name, spec, conv in fields:
-        if name is None or (name in allowed and not spec and not conv):
-            continue
-        shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
-        listed = ", ".join("{" + a + "}" for a in allowed)
-        return f"unknown placeholder {shown!r} (allowed: {listed})"
-    return None
-
-
 def _template(p: _Problems, node: Node, key: str, allowed: Collection[str] = PLACEHOLDERS) -> str:
     text = _text(p, node, key)
     if text is None:
@@ -604,7 +549,7 @@ def _template(p: _Problems, node: Node, key: str, allowed: Collection[str] = PLA
 def _check_template(
     p: _Problems, node: Node, key: str, text: str, allowed: Collection[str]
 ) -> None:
-    problem = _template_problem(text, allowed)
+    problem = template_problem(text, allowed)
     if problem:
         p.at(node, key, problem)
 
@@ -676,10 +621,7 @@ _ENV_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _EMOJI = re.compile(r"[^\sA-Z:]+(?:::skin-tone-[2-6])?")
 _BRANCH = re.compile(r"(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]+(?<![/.])(?<!\.lock)")
-_DOCKER_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]+"
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_CONTAINER_PORT = re.compile(r"(\d{1,5})(?:/(?:tcp|udp|sctp))?")
-_HOST_PORT = re.compile(r"(?:(?:\d{1,3}\.){3}\d{1,3}:|\[[0-9A-Fa-f:]+\]:)?(\d{1,5})")
 _REGISTRY = r"[A-Za-z0-9][A-Za-z0-9.-]*(?::\d{1,5})?(?:/[A-Za-z0-9._/-]+)?"
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _SCP_LIKE = re.compile(r"[A-Za-z0-9_][\w.-]*@[A-Za-z0-9][\w.-]*:\S+")
@@ -692,7 +634,6 @@ _channel_id = _matching(_CHANNEL_ID, "a Slack channel ID like C0RELEASES (not a 
 _team_id = _matching(r"T[A-Z0-9]{2,}", "a Slack team (workspace) ID like T0ACME")
 _app_id = _matching(r"A[A-Z0-9]{2,}", "a Slack app ID like A0SHIPMATE")
 _enterprise_id = _matching(r"E[A-Z0-9]{2,}", "a Slack Enterprise Grid ID like E0ACME")
-_docker_name = _matching(_DOCKER_NAME, "a name of letters, digits, '_', '.' and '-'")
 _network = _matching(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", "a docker network name like host")
 _registry = _matching(_REGISTRY, "a registry like ghcr.io or registry.local:5000 (no scheme)")
 
@@ -767,7 +708,7 @@ def _image(p: _Problems, node: Node, key: str) -> str:
     text = _text(p, node, key)
     if text is None:
         return ""
-    placeholder_problem = _template_problem(text, PLACEHOLDERS)
+    placeholder_problem = template_problem(text)
     if placeholder_problem:
         p.at(node, key, placeholder_problem)
         return text
@@ -792,21 +733,29 @@ def _env_var_name(name: str) -> str | None:
     return None if _ENV_VAR.fullmatch(name) else "an environment variable name"
 
 
-def _container_port(name: str) -> str | None:
-    match = _CONTAINER_PORT.fullmatch(name)
-    return None if match and 0 < int(match.group(1)) < 65536 else "a container port like 8080/tcp"
+def _checked(problem_of: Callable[[str], str | None]) -> Reader[str]:
+    """A reader for text whose rule lives in the deployer: `problem_of` says what was expected."""
+
+    def read(p: _Problems, node: Node, key: str) -> str:
+        text = _text(p, node, key)
+        expected = None if text is None else problem_of(text)
+        if expected:
+            p.expected(node, key, expected)
+        return text or ""
+
+    return read
 
 
-def _host_port(p: _Problems, node: Node, key: str) -> str:
-    text = _text(p, node, key)
-    match = _HOST_PORT.fullmatch(text or "")
-    if text is not None and not (match and 0 < int(match.group(1)) < 65536):
-        p.expected(node, key, "a host port like 8081 or 127.0.0.1:8081")
-    return text or ""
+_container_name = _checked(container_name_problem)
+_service_name = _checked(service_name_problem)
+_host_port = _checked(host_port_problem)
+_published_port = _checked(published_port_problem)
 
 
 _env_vars = _string_map(_env_var_name, _string, "a mapping of variable names to values")
-_ports = _string_map(_container_port, _host_port, "a mapping of container port to host port")
+_PORTS_EXPECTED = "a mapping of container port to host port"
+_ports = _string_map(container_port_problem, _host_port, _PORTS_EXPECTED)
+_published_ports = _string_map(container_port_problem, _published_port, _PORTS_EXPECTED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -825,32 +774,6 @@ _SLACK_KEYS = (
 )
 _ENV_KEYS = ("approval", "backend", "health", "permissions", "channel", "lock_on_failure")
 _HEALTH_KEYS = ("http", "command", "timeout", "interval", "successes")
-_BACKEND_KEYS: dict[BackendKind, tuple[str, ...]] = {
-    "docker": (
-        "kind",
-        "image",
-        "container",
-        "ports",
-        "env",
-        "network",
-        "keep",
-        "stop_timeout",
-        "registry",
-    ),
-    "swarm": (
-        "kind",
-        "service",
-        "image",
-        "update_timeout",
-        "registry",
-        "env",
-        "ports",
-        "network",
-        "replicas",
-        "stop_timeout",
-    ),
-    "shell": ("kind", "deploy", "timeout", "cwd", "env"),
-}
 
 
 def _repo(top: _Fields, base_dir: Path) -> RepoConfig:
@@ -968,98 +891,126 @@ def _environment(
     )
 
 
-def _backend(f: _Fields, base_dir: Path) -> BackendConfig:
+# A backend's keys, in the order error messages list them, and how each is read. The values
+# go straight into the kind's spec: a key left out takes the spec's default.
+def _backend_readers(kind: str, base_dir: Path) -> Mapping[str, Reader[Any]]:
+    return {
+        "docker": {
+            "image": _image,
+            "container": _container_name,
+            "ports": _ports,
+            "env": _env_vars,
+            "network": _network,
+            "keep": _whole_number("keep"),
+            "stop_timeout": _duration_or_zero,
+            "registry": _registry,
+        },
+        "swarm": {
+            "service": _service_name,
+            "image": _image,
+            "update_timeout": _duration,
+            "registry": _registry,
+            "env": _env_vars,
+            "ports": _published_ports,
+            "network": _network,
+            "replicas": _whole_number("replicas"),
+            "stop_timeout": _duration_or_zero,
+        },
+        "shell": {
+            "deploy": _program_argv(base_dir),
+            "timeout": _duration,
+            "cwd": _directory(base_dir),
+            "env": _env_vars,
+        },
+    }[kind]
+
+
+_REQUIRED_KEYS = frozenset({"image", "container", "service", "deploy"})
+# Stands in for a backend or health check whose problems were reported: a config with any
+# problem is never returned, so nothing ever runs it.
+_NO_BACKEND: BackendSpec = ShellSpec(deploy=("true",))
+
+
+def _backend(f: _Fields, base_dir: Path) -> BackendSpec:
     kind = f.required("kind", _backend_kind, None)
     if kind is None:
         # Without a kind there is no telling which keys belong; the kind problem says enough.
-        return BackendConfig(kind="shell")
-    f.check_keys(_BACKEND_KEYS[kind], note=f" for a {kind} backend", always_list=True)
-    if kind == "docker":
-        return _docker(f)
+        return _NO_BACKEND
+    readers = _backend_readers(kind, base_dir)
+    f.check_keys(("kind", *readers), note=f" for a {kind} backend", always_list=True)
+    reported = len(f.p.items)
+    values = _present_values(f, readers)
+    if kind == "shell":
+        # "./deploy.sh" runs next to shipmate.yml unless the file says otherwise.
+        values["cwd"] = values.get("cwd") or base_dir
     if kind == "swarm":
-        return _swarm(f)
-    return _shell(f, base_dir)
+        _check_host_network_ports(f, values)
+    return _spec(f, SPECS[kind], values, reported, _NO_BACKEND)
 
 
-def _docker(f: _Fields) -> BackendConfig:
-    return BackendConfig(
-        kind="docker",
-        image=f.required("image", _image, ""),
-        container=f.required("container", _docker_name, ""),
-        ports=f.value("ports", _ports, _frozen()),
-        env=f.value("env", _env_vars, _frozen()),
-        network=f.value("network", _network, None),
-        keep=f.value("keep", _whole_number("keep"), 3),
-        stop_timeout=f.value("stop_timeout", _duration_or_zero, 10.0),
-        registry=f.value("registry", _registry, None),
-    )
+def _present_values(f: _Fields, readers: Mapping[str, Reader[Any]]) -> dict[str, Any]:
+    """The keys the file sets (required ones always), read; the others are left to defaults."""
+    values: dict[str, Any] = {}
+    for name, read in readers.items():
+        if name in _REQUIRED_KEYS:
+            values[name] = f.required(name, read, None)
+        elif (node := f.get(name)) is not None:
+            values[name] = read(f.p, node, f.child(name))
+    return values
 
 
-def _swarm(f: _Fields) -> BackendConfig:
-    config = _swarm_fields(f)
+def _check_host_network_ports(f: _Fields, values: Mapping[str, Any]) -> None:
     ports_node = f.get("ports")
-    if ports_node is not None and config.ports:
-        if config.network == "host":
-            f.p.at(
-                ports_node,
-                f.child("ports"),
-                "a swarm service on the host network publishes no ports; remove ports or the network",
-            )
-        for published in config.ports.values():
-            if ":" in published:
-                f.p.at(
-                    ports_node,
-                    f.child("ports"),
-                    f"swarm publishes on every address; expected a port number, got {published!r}",
-                )
-    return config
+    problem = swarm_ports_problem(values.get("ports") or {}, values.get("network"))
+    if ports_node is not None and problem:
+        f.p.at(ports_node, f.child("ports"), problem)
 
 
-def _swarm_fields(f: _Fields) -> BackendConfig:
-    return BackendConfig(
-        kind="swarm",
-        service=f.required("service", _docker_name, ""),
-        image=f.required("image", _image, ""),
-        update_timeout=f.value("update_timeout", _duration, 300.0),
-        registry=f.value("registry", _registry, None),
-        env=f.value("env", _env_vars, _frozen()),
-        ports=f.value("ports", _ports, _frozen()),
-        network=f.value("network", _network, None),
-        replicas=f.value("replicas", _whole_number("replicas"), 1),
-        stop_timeout=f.value("stop_timeout", _duration_or_zero, 10.0),
-    )
+def _spec(
+    f: _Fields, build: Callable[..., T], values: dict[str, Any], reported: int, fallback: T
+) -> T:
+    """The spec from `values`, unless a problem was reported while reading them.
+
+    The spec checks its values once more; a rule it has that the readers lack is still
+    reported with file, line and key, never raised at deploy time.
+    """
+    if len(f.p.items) > reported:
+        return fallback
+    try:
+        return build(**values)
+    except (TypeError, ValueError) as exc:
+        f.p.report(f.line, f.key, str(exc))
+        return fallback
 
 
-def _shell(f: _Fields, base_dir: Path) -> BackendConfig:
-    return BackendConfig(
-        kind="shell",
-        deploy=_with_program_resolved(f.required("deploy", _argv, ()), base_dir),
-        timeout=f.value("timeout", _duration, 600.0),
-        cwd=f.value("cwd", _directory(base_dir), None),
-        env=f.value("env", _env_vars, _frozen()),
-    )
+def _program_argv(base_dir: Path) -> Reader[tuple[str, ...]]:
+    def read(p: _Problems, node: Node, key: str) -> tuple[str, ...]:
+        return _with_program_resolved(_argv(p, node, key), base_dir)
+
+    return read
 
 
-def _health(env: _Fields, base_dir: Path) -> HealthConfig | None:
+def _health(env: _Fields, base_dir: Path) -> HealthSpec | None:
     if env.get("health") is None:
         return None
     f = env.section("health", _HEALTH_KEYS)
-    http = f.value("http", _health_url, None)
-    command = f.value("command", _argv, None)
-    if f.present and (http is None) == (command is None):
-        which = "both" if http is not None else "neither"
+    reported = len(f.p.items)
+    readers: Mapping[str, Reader[Any]] = {
+        "http": _health_url,
+        "command": _program_argv(base_dir),
+        "timeout": _duration,
+        "interval": _duration,
+        "successes": _whole_number("successes"),
+    }
+    values = _present_values(f, readers)
+    if f.present and ("http" in values) == ("command" in values):
+        which = "both" if "http" in values else "neither"
         f.p.report(
             f.line,
             f.key,
             f"expected exactly one of 'http' (a URL) or 'command' (argv), got {which}",
         )
-    return HealthConfig(
-        http=http,
-        command=None if command is None else _with_program_resolved(command, base_dir),
-        timeout=f.value("timeout", _duration, 30.0),
-        interval=f.value("interval", _duration, 1.0),
-        successes=f.value("successes", _whole_number("successes"), 1),
-    )
+    return _spec(f, HealthSpec, values | {"cwd": base_dir}, reported, None)
 
 
 # ---------------------------------------------------------------------------------------------

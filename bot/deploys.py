@@ -15,9 +15,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bot import trace
+from bot.jobs import collect_job
 from bot.locks import DeployLocks, Lease, LockLost
 from bot.logs import bind
 from bot.metrics import (
@@ -31,7 +33,7 @@ from bot.metrics import (
 )
 from bot.renderer import Renderer
 from bot.slackapi import SlackGateway
-from bot.store import Job, Snapshot, Store, Write
+from bot.store import Snapshot, Store, Write
 from deployer.base import (
     Backend,
     DeployerError,
@@ -195,13 +197,13 @@ class DeployRunner:
         await asyncio.gather(*pending, return_exceptions=True)
         self._threads.clear()
 
-    async def run(self, release_id: str) -> None:
-        """Deploy ``release_id`` if it still needs it.
+    async def run(self, release_id: str, *, env: str) -> None:
+        """Deploy ``release_id`` (a release of ``env``) if it still needs it.
 
         Raises LockLost when the lease ran out under this worker (it stopped its deploy;
         the job must stay pending so whoever holds the lock next finishes the release).
         """
-        with bind(release=release_id, env=self._env(release_id)):
+        with bind(release=release_id, env=env):
             await self._run(release_id)
 
     async def _run(self, release_id: str) -> None:
@@ -213,10 +215,15 @@ class DeployRunner:
             raise TimeoutError(
                 f"deploy lock for {release.env} still held after {self.lock_wait:.0f}s"
             )
+        trace.emit("deploy.lock.acquired", release=release_id, env=release.env, fence=lease.fence)
         async with self.locks.kept_alive(lease) as lost:
-            claimed = await self._claim(release_id, lease)
+            # the stored release names its environment; the job's field only routes the log
+            claimed = await self._claim(release_id, release.env, lease)
             if claimed is None:
                 return
+            trace.emit(
+                "deploy.claimed", release=release_id, env=claimed.env, state=claimed.state.value
+            )
             log.info(
                 "release %s: %s %s under fence %d",
                 release_id,
@@ -240,7 +247,7 @@ class DeployRunner:
                     release_id,
                 )
                 raise
-        await self.store.enqueue(Job("collect"))
+        await self.store.enqueue(collect_job())
 
     async def _deploy_claimed(self, claimed: Release, lease: Lease) -> None:
         # the message is posted alongside the deploy, not before it: an instant rollback
@@ -262,7 +269,7 @@ class DeployRunner:
         else:
             await self._deploy_and_verify(current, lease)
 
-    async def _claim(self, release_id: str, lease: Lease) -> Release | None:
+    async def _claim(self, release_id: str, env: str, lease: Lease) -> Release | None:
         """Move the release to deploying under this lease; None if someone else got it.
 
         A release still deploying, verifying or rolling back has lost its worker: its
@@ -282,7 +289,7 @@ class DeployRunner:
                 # the previous sha must go back whatever happened to the worker doing it;
                 # the rollback goes on under this lease (the fence is who owns the deploy,
                 # not a state of the release)
-                resumed = replace(current, fence=lease.fence, updated_at=at)
+                resumed = rel.apply(current, rel.ResumeRollback(fence=lease.fence), at=at)
                 return Write(releases=[resumed]), (resumed, False)
             first = current.state is S.APPROVED
             if current.state in (S.DEPLOYING, S.VERIFYING):
@@ -303,7 +310,7 @@ class DeployRunner:
             )
             return Write(releases=[started]), (started, first)
 
-        claimed = await self.store.update(self._env(release_id), decide, extra=[release_id])
+        claimed = await self.store.update(env, decide, extra=[release_id])
         if claimed is None:
             return None
         release, first = claimed
@@ -313,9 +320,6 @@ class DeployRunner:
         if measured and frozen is not None and approved is not None:
             self.metrics.observe(APPROVAL_WAIT, approved - frozen, env=release.env)
         return release
-
-    def _env(self, release_id: str) -> str:
-        return release_id.rsplit("-", 1)[0]
 
     async def transition(
         self,
@@ -339,7 +343,7 @@ class DeployRunner:
 
         return await self.store.update(release.env, decide, extra=[release.id])
 
-    async def give_up(self, release_id: str, reason: str) -> Release | None:
+    async def give_up(self, release_id: str, *, env: str, reason: str) -> Release | None:
         """A deploy job that kept failing: end its release as failed and free the environment,
         instead of leaving it deploying (which would block every later release).
 
@@ -355,7 +359,7 @@ class DeployRunner:
             failed = rel.apply(current, rel.GiveUp(reason=reason), at=at)
             return Write(env=self._after_failure(snap.env, failed), releases=[failed]), current
 
-        given_up = await self.store.update(self._env(release_id), decide, extra=[release_id])
+        given_up = await self.store.update(env, decide, extra=[release_id])
         if given_up is None:
             return None
         if given_up.state is S.ROLLING_BACK:
@@ -427,7 +431,10 @@ class DeployRunner:
         moment this worker took it over."""
         previous = rolling.previous_sha
         assert previous is not None  # StartRollback requires it
-        healthy, detail = await self._ship(rolling, lease, previous, runtime, prefix="rollback: ")
+        with trace.span("rollback", release=rolling.id, env=rolling.env, sha=previous):
+            healthy, detail = await self._ship(
+                rolling, lease, previous, runtime, prefix="rollback: "
+            )
         done = await self.transition(
             rolling,
             lease,
@@ -475,14 +482,17 @@ class DeployRunner:
                 # a sha being gone back to already ran here; its artifact (a kept container)
                 # is the deploy's own first lookup, and an instant rollback skips a second
                 await runtime.backend.check_artifact(target)
-            await runtime.backend.deploy(target, reporter)
+            with trace.span("deploy.backend", release=release.id, env=release.env, sha=sha):
+                await runtime.backend.deploy(target, reporter)
         except DeployerError as err:
             return False, escape(f"deploy of {sha[:7]} failed: {err}".splitlines()[0])
         if not prefix:
             await self.transition(release, lease, rel.DeployFinished())
             log.info("release %s: %s deployed under fence %d", release.id, sha, lease.fence)
-        result = await self._health(runtime, target, reporter)
+        with trace.span("health", release=release.id, env=release.env, sha=sha):
+            result = await self._health(runtime, target, reporter)
         if result.healthy:
+            trace.emit("health.ok", release=release.id, env=release.env, sha=sha)
             return True, ""
         await self._diagnose(runtime, target, reporter)
         return False, escape(f"health check failed: {result.detail}")
@@ -522,6 +532,7 @@ class DeployRunner:
             rel.MarkHealthy(),
             env_change=lambda snap, r: environment.went_live(snap.env, r, at=at),
         )
+        trace.emit("live", release=live.id, env=live.env, sha=live.head_sha)
         log.info("release %s is live (%s, fence %d)", live.id, live.head_sha, lease.fence)
         self._deploy_ended(live, healthy=True)
         sha = f"`{(live.head_sha or '')[:7]}`"

@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 
 from bot.app import WebServer, build_worker, make_store, slack_client, start_web
 from bot.config import Config
-from bot.store import Job, Store
+from bot.jobs import collect_job
+from bot.store import Store
 from bot.worker import Worker
 from slackemu import SlackEmulator
 
@@ -97,7 +98,7 @@ class LocalStack:
 
     async def trigger_collect(self) -> None:
         """What a GitHub push webhook does: ask a worker to collect now."""
-        await self.store.enqueue(Job("collect"))
+        await self.store.enqueue(collect_job())
 
     async def stop(self) -> None:
         await self.stop_workers()

@@ -16,12 +16,13 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.jobs import Job, render_job
 from bot.keys import (
     COLLECT_PENDING_TTL_SECONDS,
     DEDUPE_TTL_SECONDS,
@@ -198,18 +199,6 @@ class Duplicate(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
-    kind: str
-    fields: Mapping[str, str] = field(default_factory=dict)
-
-    def flat(self) -> list[str]:
-        out = ["kind", self.kind]
-        for k, v in self.fields.items():
-            out.extend((k, v))
-        return out
-
-
-@dataclass(frozen=True, slots=True)
 class Snapshot:
     env: EnvState
     releases: Mapping[str, Release]
@@ -247,15 +236,11 @@ class Write:
     jobs: Sequence[Job] = ()
     #: (channel, ts, release id) message index entries
     messages: Sequence[tuple[str, str, str]] = ()
-    #: who asked for this write, for audit entries the state cannot attribute (``/unlock``)
+    #: who asked for this write, for decisions that do not name who made them (``/unlock``)
     actor: str | None = None
 
 
 Decide = Callable[[Snapshot], tuple[Write | None, T]]
-
-
-def render_job(release_id: str) -> Job:
-    return Job("render", {"release": release_id})
 
 
 class Store:
@@ -392,18 +377,19 @@ class Store:
         pairs: list[tuple[Release | None, Release]] = []
         if write.env is not None:
             expected = snap.env.version
-            written_env = replace(write.env, version=expected + 1)
+            # decisions are audited below, never stored or remembered as already made
+            written_env = replace(write.env, version=expected + 1, decisions=())
             docs.append(
                 [self.keys.env(write.env.name), expected, json.dumps(env_to_doc(written_env))]
             )
         for release in write.releases:
             before = snap.releases.get(release.id)
             expected = before.version if before else 0
-            new = replace(release, version=expected + 1)
+            new = replace(release, version=expected + 1, decisions=())
             written.append(new)
             pairs.append((before, new))
             docs.append([self.keys.release(release.id), expected, json.dumps(release_to_doc(new))])
-            jobs.append(render_job(release.id))
+            jobs.append(render_job(release))
         for channel, ts, rid in write.messages:
             env_name = next((r.env for r in write.releases if r.id == rid), snap.env.name)
             index.append([self.keys.message(channel, ts), f"{env_name}/{rid}"])
@@ -420,9 +406,9 @@ class Store:
             "ttl": DEDUPE_TTL_SECONDS,
             "read": [self.keys.prefix, env or snap.env.name, msg, list(extra)],
         }
-        # what the write means, from the versions it replaces: if the versions are stale the
-        # script refuses the write and these entries with it
-        entries = audit.entries(snap.env, written_env, pairs, at=self.clock(), actor=write.actor)
+        # what the decision's events decided; if the state it read is stale the script refuses
+        # the write and these entries with it
+        entries = audit.entries(write.releases, write.env, at=self.clock(), actor=write.actor)
         if entries:
             payload["audit"] = [entry.fields() for entry in entries]
             payload["audit_key"] = self.keys.audit

@@ -33,6 +33,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import trace
 from bot.config import Config
 from bot.exposition import scrape
 from bot.keys import Keys
@@ -628,6 +629,7 @@ def create_web_app(
             answer = {"ok": False, "error": f"malformed request: {err}", "field": err.field}
             return web.json_response(answer, status=400)
         kind = request_kind(body)
+        trace.emit("web.request.received", kind=kind)
         refused = await workspace.refusal(body) if workspace is not None else None
         if refused is not None:
             return await to_aiohttp_response(refused)
@@ -646,6 +648,7 @@ def create_web_app(
             status = response.status
         finally:
             await replays.settle(signature, status)
+        trace.emit("web.request.answered", kind=kind, status=status)
         return await to_aiohttp_response(response)
 
     async def healthz(_: web.Request) -> web.Response:

@@ -24,13 +24,15 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, assert_never
 
 from redis.exceptions import RedisError
 
+from bot import trace
 from bot.collector import Collector
 from bot.config import Config
 from bot.deploys import DeployRunner
+from bot.jobs import Job, JobKind, JobOutcome, parse_job
 from bot.keys import JOBS_GROUP
 from bot.locks import ALIVE_EVERY, ALIVE_TTL, Liveness, LockLost
 from bot.logs import bind
@@ -44,7 +46,7 @@ from domain.render import escape, render_approval_request
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Mapping[str, str]], Awaitable[None]]
+Handler = Callable[["Worker", Job], Awaitable[None]]
 
 # KEYS: jobs stream; ARGV: group, consumer, entry id. Only the job's current owner may
 # acknowledge it or reset its idle time (XCLAIM alone would take it from anyone).
@@ -147,15 +149,6 @@ class Worker:
         self._touch_if_owned = store.redis.register_script(_TOUCH_IF_OWNED)
         self._claim_dead = store.redis.register_script(_CLAIM_DEAD)
         self._collect_lock = asyncio.Lock()
-        self._handlers: dict[str, Handler] = {
-            "render": self._render,
-            "deploy": self._deploy,
-            "collect": self._collect,
-            "ask_approvals": self._ask_approvals,
-            "notice": self._notice,
-            "channel_notice": self._channel_notice,
-            "thread": self._thread,
-        }
 
     async def run(self, stop: asyncio.Event) -> None:
         if not await self._ensure_group(stop):
@@ -243,31 +236,28 @@ class Worker:
         task.add_done_callback(lambda _: slots.release())
 
     async def _handle(self, stream: str, entry_id: str, fields: Mapping[str, str]) -> None:
-        release = fields.get("release")
-        env = release.rsplit("-", 1)[0] if release else None
-        with bind(job=entry_id, kind=fields.get("kind", ""), release=release, env=env):
-            outcome = await self._run_job(stream, entry_id, fields)
-            self.metrics.inc(JOBS, kind=fields.get("kind", ""), outcome=outcome)
-            if outcome in ("ok", "unknown"):
+        job = parse_job(fields)
+        kind = _kind_label(job, fields)
+        release, env = (job.release, job.env) if job else (fields.get("release"), None)
+        with bind(job=entry_id, kind=kind, release=release, env=env):
+            outcome = await self._run_job(stream, entry_id, job) if job else _dropped(kind)
+            self.metrics.inc(JOBS, kind=kind, outcome=outcome.value)
+            if outcome.done:
                 await self._ack(stream, entry_id)
 
-    async def _run_job(self, stream: str, entry_id: str, fields: Mapping[str, str]) -> str:
-        """Run the job's handler: "ok", "unknown" (no such kind: dropped), or "failed" /
-        "lock_lost" (left pending, to be retried)."""
-        kind = fields.get("kind", "")
-        handler = self._handlers.get(kind)
+    async def _run_job(self, stream: str, entry_id: str, job: Job) -> JobOutcome:
+        """Run the job's handler: ok, or failed / lock_lost (left pending, to be retried)."""
+        kind = job.kind.value
         heartbeat = asyncio.create_task(self._keep_claimed(stream, entry_id))
         try:
-            if handler is None:
-                log.error("unknown job kind %r; dropping it", kind)
-                return "unknown"
-            await handler(fields)
-            return "ok"
+            with trace.span("job", kind=kind, release=job.release):
+                await handler_for(job.kind)(self, job)
+            return JobOutcome.OK
         except asyncio.CancelledError:
             raise
         except LockLost as err:
             log.warning("job %s (%s) stopped: %s; it will be retried", entry_id, kind, err)
-            return "lock_lost"
+            return JobOutcome.LOCK_LOST
         except Exception as err:
             if isinstance(err, RedisError):
                 self.metrics.redis_error("worker", "job")
@@ -281,7 +271,7 @@ class Worker:
                 )
             else:
                 log.exception("job %s (%s) failed; it will be retried", entry_id, kind)
-            return "failed"
+            return JobOutcome.FAILED
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -374,7 +364,8 @@ class Worker:
             pipe.xadd(self.store.keys.dead_letters, dead)
             pipe.xack(self.store.keys.jobs, JOBS_GROUP, entry_id)
             await pipe.execute()
-        self.metrics.inc(DEAD_LETTERED, kind=fields.get("kind", ""))
+        job = parse_job(fields)
+        self.metrics.inc(DEAD_LETTERED, kind=_kind_label(job, fields))
         log.error(
             "job %s (%s) failed %d times; moved to the dead-letter stream",
             entry_id,
@@ -383,17 +374,17 @@ class Worker:
         )
         # only a release stuck deploying matters to the channel; a notice or a render that
         # kept failing is the operators' business (the log line, the metric, the stream)
-        if fields.get("kind") == "deploy" and fields.get("release"):
-            await self._gave_up_on(fields["release"], tries)
+        if job is not None and job.kind is JobKind.DEPLOY and job.release and job.env:
+            await self._gave_up_on(job.release, job.env, tries)
         return True
 
-    async def _gave_up_on(self, release_id: str, tries: int) -> None:
+    async def _gave_up_on(self, release_id: str, env: str, tries: int) -> None:
         """End a release whose deploy job is dead, and say so in the channel once: the
         first dead job ends the release, any later one finds it ended and stays quiet.
         The text is built from the stored release, never from the job's fields."""
         try:
             ended = await self.deploys.give_up(
-                release_id, f"shipmate gave up deploying it after {tries} tries"
+                release_id, env=env, reason=f"shipmate gave up deploying it after {tries} tries"
             )
         except Exception:
             log.exception("could not mark release %s failed after its dead job", release_id)
@@ -431,20 +422,21 @@ class Worker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every)
 
-    async def _collect(self, _: Mapping[str, str]) -> None:
+    async def _collect(self, _: Job) -> None:
         async with self._collect_lock:
             # before reading git: a trigger from now on may hold news this read misses
             await self.store.collect_started()
             await self.collector.collect()
 
-    async def _render(self, fields: Mapping[str, str]) -> None:
-        await self.renderer.render(fields["release"])
+    async def _render(self, job: Job) -> None:
+        await self.renderer.render(job.fields["release"])
 
-    async def _deploy(self, fields: Mapping[str, str]) -> None:
-        await self.deploys.run(fields["release"])
+    async def _deploy(self, job: Job) -> None:
+        release_id, env = job.about()
+        await self.deploys.run(release_id, env=env)
 
-    async def _ask_approvals(self, fields: Mapping[str, str]) -> None:
-        release = await self.renderer.ensure_posted(fields["release"])
+    async def _ask_approvals(self, job: Job) -> None:
+        release = await self.renderer.ensure_posted(job.fields["release"])
         if release is None or release.message_ts is None:
             return
         if release.state not in (ReleaseState.AWAITING_APPROVAL, ReleaseState.BLOCKED):
@@ -456,22 +448,58 @@ class Worker:
             thread_ts=release.message_ts,
         )
 
-    async def _thread(self, fields: Mapping[str, str]) -> None:
+    async def _thread(self, job: Job) -> None:
         """A line in the release's thread (a block and its reason, a cancel), for everyone."""
+        fields = job.fields
         release = await self.renderer.ensure_posted(fields["release"])
         if release is None or release.message_ts is None or release.channel is None:
             return
-        with self.slack.dropped_if_undeliverable("thread"):
+        with self.slack.dropped_if_undeliverable(job.kind.value):
             await self.slack.post(release.channel, fields["text"], thread_ts=release.message_ts)
 
-    async def _notice(self, fields: Mapping[str, str]) -> None:
+    async def _notice(self, job: Job) -> None:
         """An ephemeral for one person: rate-limited per person, and one Slack refuses for
         good (they left the channel) is dropped. A notice never becomes a channel post."""
+        fields = job.fields
         await self.slack.notice(fields["channel"], fields["user"], fields["text"])
 
-    async def _channel_notice(self, fields: Mapping[str, str]) -> None:
-        with self.slack.dropped_if_undeliverable("channel_notice"):
-            await self.slack.post(fields["channel"], fields["text"])
+    async def _channel_notice(self, job: Job) -> None:
+        with self.slack.dropped_if_undeliverable(job.kind.value):
+            await self.slack.post(job.fields["channel"], job.fields["text"])
+
+
+def handler_for(kind: JobKind) -> Handler:
+    """The worker's method that runs jobs of ``kind``; mypy checks that every kind has one."""
+    match kind:
+        case JobKind.RENDER:
+            return Worker._render
+        case JobKind.DEPLOY:
+            return Worker._deploy
+        case JobKind.COLLECT:
+            return Worker._collect
+        case JobKind.ASK_APPROVALS:
+            return Worker._ask_approvals
+        case JobKind.NOTICE:
+            return Worker._notice
+        case JobKind.CHANNEL_NOTICE:
+            return Worker._channel_notice
+        case JobKind.THREAD:
+            return Worker._thread
+        case _:
+            assert_never(kind)
+
+
+def _dropped(kind: str) -> JobOutcome:
+    # queued by a newer version (a rolling upgrade) or by a bug: retrying it here would
+    # only end in the dead-letter stream
+    log.error("unknown job kind %r; dropping it", kind)
+    return JobOutcome.UNKNOWN
+
+
+def _kind_label(job: Job | None, fields: Mapping[str, str]) -> str:
+    """The ``kind`` label of logs and metrics: the enum's value, the very string dashboards
+    have always seen; an unknown kind as the stream has it."""
+    return job.kind.value if job else fields.get("kind", "")
 
 
 def _entry(raw: Any) -> tuple[str, dict[str, str]]:

@@ -1,6 +1,10 @@
-"""Deploy backends (shell now; docker and swarm next) and post-deploy health checks."""
+"""Deploy backends (shell, docker, swarm), their specs and post-deploy health checks.
 
-from deployer.argv import check_template, fill_argv, fill_text
+deployer/argv.py holds the one placeholder grammar; deployer/specs.py maps a ``kind:`` to its
+spec; deployer/dockerrules.py holds Docker's rules for names and ports.
+"""
+
+from deployer.argv import PLACEHOLDERS, check_template, fill_argv, fill_text, template_problem
 from deployer.base import (
     ArtifactMissing,
     Backend,
@@ -15,6 +19,7 @@ from deployer.health import HealthSpec, check_health
 from deployer.shell import ShellBackend, ShellSpec
 
 __all__ = [
+    "PLACEHOLDERS",
     "ArtifactMissing",
     "Backend",
     "DeployError",
@@ -30,4 +35,5 @@ __all__ = [
     "check_template",
     "fill_argv",
     "fill_text",
+    "template_problem",
 ]

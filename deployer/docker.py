@@ -14,14 +14,14 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import docker.errors
 
+from bot import trace
 from deployer.argv import check_template, fill_text
 from deployer.base import (
     ArtifactMissing,
@@ -41,6 +41,7 @@ from deployer.dockerapi import (
     DockerNotFound,
     DockerUnreachable,
 )
+from deployer.dockerrules import container_name_problem, container_port_problem, host_port_problem
 from domain.models import StepStatus
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,6 @@ LABEL_SHA = "shipmate.sha"
 #: docker-py's model objects are untyped; named for readability only
 Container = Any
 
-# Docker's own rule for container names.
-_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
-_PORT_RE = re.compile(r"\d{1,5}(/(tcp|udp|sctp))?")
 _ACTIVE = frozenset({"running", "restarting", "paused"})
 _LOG_LINES = 20
 
@@ -81,13 +79,16 @@ def _host_binding(value: str) -> str | tuple[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class DockerSpec:
+    #: the ``kind:`` that selects this spec in shipmate.yml
+    kind: ClassVar[Literal["docker"]] = "docker"
+
     #: template: "shop:{sha}" ({sha}, {short_sha}, {env})
     image: str
     #: the running container's name; kept releases are "<container>-<short sha>"
     container: str
     #: container port -> host port, the direction docker-py's ``ports=`` takes
-    ports: Mapping[str, str] = field(default_factory=dict)
-    env: Mapping[str, str] = field(default_factory=dict)
+    ports: Mapping[str, str] = field(default_factory=dict, hash=False)
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
     network: str | None = None
     #: stopped previous releases kept for instant rollback
     keep: int = 3
@@ -99,14 +100,13 @@ class DockerSpec:
         check_template(self.image)
         if not self.image.strip():
             raise ValueError("docker image must not be empty")
-        if not _NAME_RE.fullmatch(self.container):
-            raise ValueError(
-                f"not a valid container name: {self.container!r} (letters, digits, _ . -)"
-            )
+        if expected := container_name_problem(self.container):
+            raise ValueError(f"not a valid container name: {self.container!r} ({expected})")
         for container_port, host in self.ports.items():
-            if not _PORT_RE.fullmatch(container_port):
-                raise ValueError(f"not a container port: {container_port!r} (e.g. 8080/tcp)")
-            _host_binding(host)
+            if expected := container_port_problem(container_port):
+                raise ValueError(f"not a container port: {container_port!r} ({expected})")
+            if expected := host_port_problem(host):
+                raise ValueError(f"not a host port: {host!r} ({expected})")
         if self.keep < 0:
             raise ValueError(f"docker keep must be 0 or more, not {self.keep}")
         if not self.stop_timeout >= 0:
@@ -402,30 +402,12 @@ class DockerBackend:
             LABEL_ENV: target.env,
             LABEL_SHA: target.sha,
         }
-        bindings = {port: _host_binding(host) for port, host in spec.ports.items()}
 
         def create() -> Container:
-            # The low-level call, because docker-py's containers.create() does not pass
-            # stop_timeout on; its ports and port_bindings are built the same way here.
-            api = self._api.client.api
-            host_config = api.create_host_config(
-                # PID 1 ignores SIGTERM unless it installs a handler; an init forwards it,
-                # so a stop takes milliseconds instead of the whole grace period.
-                init=True,
-                restart_policy={"Name": "no"},
-                network_mode=spec.network,
-                port_bindings=bindings or None,
+            client = self._api.client
+            return client.containers.get(
+                create_container(client.api, spec, image, name=name, labels=labels)
             )
-            created = api.create_container(
-                image,
-                name=name,
-                labels=labels,
-                environment=dict(spec.env),
-                ports=[tuple(port.split("/", 1)) for port in sorted(bindings)] or None,
-                stop_timeout=spec.stop_seconds,
-                host_config=host_config,
-            )
-            return self._api.client.containers.get(created["Id"])
 
         try:
             return await self._api.run(create)
@@ -447,6 +429,7 @@ class DockerBackend:
             previous = running[0]
 
         started = time.monotonic()
+        trace.emit("docker.stop", containers=[c.name for c in running])
         for c in running:
             try:
                 await self._api.run(c.stop, timeout=self.spec.stop_seconds)
@@ -461,8 +444,10 @@ class DockerBackend:
                 f"could not start container {new.name} for {target.short_sha}: {err}{note}"
             ) from err
         seconds = time.monotonic() - started
+        trace.emit("docker.started", container=new.name, sha=target.sha)
 
         await self._check_stays_up(new, target, previous, reporter)
+        trace.emit("docker.settled", container=new.name, sha=target.sha)
         await self._rename_into_place(survey.current, new)
         return seconds
 
@@ -624,6 +609,37 @@ class DockerBackend:
 
     async def close(self) -> None:
         await self._api.close()
+
+
+def create_container(
+    api: Any, spec: DockerSpec, image: str, *, name: str, labels: Mapping[str, str]
+) -> str:
+    """Create (not start) a container from ``image`` the way every release's is made; its id.
+
+    Blocking: ``api`` is docker-py's low-level ``APIClient``. Public so that a baseline
+    measured beside shipmate (``bench.rollback``) runs containers configured exactly alike.
+    """
+    bindings = {port: _host_binding(host) for port, host in spec.ports.items()}
+    # The low-level call, because docker-py's containers.create() does not pass
+    # stop_timeout on; its ports and port_bindings are built the same way here.
+    host_config = api.create_host_config(
+        # PID 1 ignores SIGTERM unless it installs a handler; an init forwards it,
+        # so a stop takes milliseconds instead of the whole grace period.
+        init=True,
+        restart_policy={"Name": "no"},
+        network_mode=spec.network,
+        port_bindings=bindings or None,
+    )
+    created = api.create_container(
+        image,
+        name=name,
+        labels=dict(labels),
+        environment=dict(spec.env),
+        ports=[tuple(port.split("/", 1)) for port in sorted(bindings)] or None,
+        stop_timeout=spec.stop_seconds,
+        host_config=host_config,
+    )
+    return str(created["Id"])
 
 
 def _unreachable(err: BaseException) -> DockerUnreachable | None:

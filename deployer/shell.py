@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Literal
 
 from deployer.argv import check_template, fill_argv
 from deployer.base import DeployerError, DeployError, DeployTarget, Reporter, format_seconds
@@ -400,12 +401,15 @@ def _describe_exit(program: str, result: CommandResult) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ShellSpec:
+    #: the ``kind:`` that selects this spec in shipmate.yml
+    kind: ClassVar[Literal["shell"]] = "shell"
+
     deploy: tuple[str, ...]
     timeout: float = 600.0
     #: where relative commands ("./deploy.sh") are found and run; None: the worker's cwd
     cwd: Path | None = None
     #: added to the worker's environment, next to SHIPMATE_SHA / SHIPMATE_ENV
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.deploy, str) or not self.deploy:

@@ -16,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, Literal, NoReturn, TypeVar
 
 from docker.types import (
     ContainerSpec,
@@ -31,6 +30,7 @@ from docker.types import (
     UpdateConfig,
 )
 
+from bot import trace
 from deployer.argv import check_template, fill_text
 from deployer.base import (
     ArtifactMissing,
@@ -43,6 +43,12 @@ from deployer.base import (
     format_seconds,
 )
 from deployer.dockerapi import DockerApi, DockerConflict, DockerError, DockerNotFound
+from deployer.dockerrules import (
+    container_port_problem,
+    published_port_problem,
+    service_name_problem,
+    swarm_ports_problem,
+)
 from domain.models import StepStatus
 
 log = logging.getLogger(__name__)
@@ -58,10 +64,6 @@ Task = Mapping[str, Any]
 
 NOT_A_MANAGER = "this Docker host is not a swarm manager (docker swarm init)"
 
-# Docker's rule for service names (they become DNS labels, hence the length).
-_SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
-_TARGET_PORT_RE = re.compile(r"(\d{1,5})(?:/(tcp|udp|sctp))?")
-_PUBLISHED_PORT_RE = re.compile(r"\d{1,5}")
 # "complete" counts: a service task that exits 0 has still stopped serving.
 _TASK_FAILED = frozenset({"failed", "rejected", "complete", "orphaned"})
 _TASK_ENDED = _TASK_FAILED | {"shutdown", "remove"}
@@ -75,6 +77,9 @@ _LOG_TIMEOUT = 15.0
 
 @dataclass(frozen=True, slots=True)
 class SwarmSpec:
+    #: the ``kind:`` that selects this spec in shipmate.yml
+    kind: ClassVar[Literal["swarm"]] = "swarm"
+
     service: str
     #: template: "shop:{sha}" ({sha}, {short_sha}, {env})
     image: str
@@ -83,18 +88,16 @@ class SwarmSpec:
     #: the service runs "{registry}/{image}", so that every node can pull it
     registry: str | None = None
     # The rest only applies when shipmate creates the service; an existing one keeps its own.
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
     #: target (container) port ("8080" or "8080/tcp") -> published port ("8081")
-    ports: Mapping[str, str] = field(default_factory=dict)
+    ports: Mapping[str, str] = field(default_factory=dict, hash=False)
     network: str | None = None
     replicas: int = 1
     stop_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        if not _SERVICE_RE.fullmatch(self.service):
-            raise ValueError(
-                f"not a valid service name: {self.service!r} (letters, digits, _ . -; 63 at most)"
-            )
+        if expected := service_name_problem(self.service):
+            raise ValueError(f"not a valid service name: {self.service!r} ({expected})")
         check_template(self.image)
         if not self.image.strip():
             raise ValueError("swarm image must not be empty")
@@ -108,13 +111,12 @@ class SwarmSpec:
             if not name or "=" in name:
                 raise ValueError(f"not an environment variable name: {name!r}")
         for target_port, published in self.ports.items():
-            if not _TARGET_PORT_RE.fullmatch(target_port):
-                raise ValueError(f"not a target port: {target_port!r} (e.g. 8080 or 8080/tcp)")
-            if not _PUBLISHED_PORT_RE.fullmatch(published):
-                # The routing mesh listens on every node; there is no address to bind to.
-                raise ValueError(f"not a published port: {published!r} (a port number only)")
-        if self.ports and self.network == "host":
-            raise ValueError("swarm ports cannot be published for a service on the host network")
+            if expected := container_port_problem(target_port):
+                raise ValueError(f"not a target port: {target_port!r} ({expected})")
+            if expected := published_port_problem(published):
+                raise ValueError(f"not a published port: {published!r} ({expected})")
+        if problem := swarm_ports_problem(self.ports, self.network):
+            raise ValueError(problem)
 
 
 def _nanos(seconds: float) -> int:
@@ -538,6 +540,7 @@ class SwarmBackend:
                     "deploy was starting (update out of sequence); nothing was changed"
                 ) from None
             raise
+        trace.emit("swarm.update.sent", service=self.spec.service, image=ref, sha=target.sha)
         for warning in (result or {}).get("Warnings") or []:
             log.info("updating %s: %s", self.spec.service, warning)
 
@@ -561,7 +564,9 @@ class SwarmBackend:
             now = time.monotonic()
             if tally.converged:
                 # "updating" here is only swarm's monitor window after the last task.
-                converged_at = converged_at if converged_at is not None else now
+                if converged_at is None:
+                    converged_at = now
+                    trace.emit("swarm.converged", service=self.spec.service, image=ref)
                 if now - converged_at >= self._settle:
                     took = format_seconds(round(now - started, 1))
                     await reporter.step(

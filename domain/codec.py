@@ -79,6 +79,7 @@ def release_to_doc(r: Release) -> Doc:
         "message_ts": r.message_ts,
         "steps": [[s.name, s.status.value, s.detail] for s in r.steps],
         "reason": r.reason,
+        "cancelled_by": r.cancelled_by,
         "rollback_target": r.rollback_target,
         "previous_sha": r.previous_sha,
         "fence": r.fence,
@@ -113,7 +114,10 @@ def release_from_doc(d: Doc) -> Release:
         channel=d["channel"],
         message_ts=d["message_ts"],
         steps=tuple(Step(name=s[0], status=StepStatus(s[1]), detail=s[2]) for s in d["steps"]),
+        # a release cancelled before "cancelled_by" existed names the canceller in its reason
+        # ("cancelled by <@U…>"), which renders the same, so it loads as it is
         reason=d["reason"],
+        cancelled_by=d.get("cancelled_by"),
         rollback_target=d["rollback_target"],
         previous_sha=d["previous_sha"],
         fence=d["fence"],

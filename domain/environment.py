@@ -1,13 +1,15 @@
 """Decisions that involve an environment and its releases together.
 
 Each function takes the current environment state and releases and returns the new
-ones; the store writes them back in one Redis transaction.
+ones; the store writes them back in one Redis transaction. What a function decides
+travels on the values it returns (``decisions``), for the store to audit with the write.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from domain import decisions as decided
 from domain import release as rel
 from domain.errors import (
     AlreadyLocked,
@@ -114,7 +116,11 @@ def request_rollback(
     changed: list[Release] = []
     if active is not None and active.is_active:
         changed.append(
-            rel.apply(active, rel.Supersede(reason=f"superseded by rollback {release_id}"), at=at)
+            rel.apply(
+                active,
+                rel.Supersede(reason=f"superseded by rollback {release_id}", by=by),
+                at=at,
+            )
         )
     rollback = Release(
         id=release_id,
@@ -130,7 +136,7 @@ def request_rollback(
         frozen_at=at,
         approved_at=at,
     )
-    changed.append(rollback)
+    changed.append(replace(rollback, decisions=(decided.rollback_requested(rollback),)))
     new_env = replace(env, active_release=release_id)
     return Change(env=new_env, releases=tuple(changed), deploy=(release_id,))
 
@@ -181,13 +187,18 @@ def lock(env: EnvState, *, by: str, reason: str, at: float) -> EnvState:
     """``/lock env reason``: releases wait until ``/unlock``; rollbacks still go through."""
     if env.lock is not None:
         raise AlreadyLocked(env.name, env.lock.by, env.lock.reason)
-    return replace(env, lock=EnvLock(by=by, reason=reason, at=at))
+    return _locked(env, EnvLock(by=by, reason=reason, at=at))
 
 
-def unlock(env: EnvState) -> EnvState:
+def unlock(env: EnvState, *, by: str | None = None) -> EnvState:
+    """``/unlock env``; ``by`` None leaves naming who did it to the write (``Write.actor``)."""
     if env.lock is None:
         raise NotLocked(env.name)
-    return replace(env, lock=None)
+    return replace(env, lock=None, decisions=(*env.decisions, decided.unlocked(env.lock, by)))
+
+
+def _locked(env: EnvState, lock: EnvLock) -> EnvState:
+    return replace(env, lock=lock, decisions=(*env.decisions, decided.locked(lock)))
 
 
 def lock_after_failure(env: EnvState, release: Release, *, at: float) -> EnvState:
@@ -195,7 +206,7 @@ def lock_after_failure(env: EnvState, release: Release, *, at: float) -> EnvStat
     if env.lock is not None:
         return env
     reason = f"release {release.id} failed and was rolled back automatically"
-    return replace(env, lock=EnvLock(by="shipmate", reason=reason, at=at, automatic=True))
+    return _locked(env, EnvLock(by=decided.SHIPMATE, reason=reason, at=at, automatic=True))
 
 
 def waits_for_lock(env: EnvState, release: Release) -> bool:

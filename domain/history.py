@@ -20,6 +20,7 @@ from domain.render import (
     commit_line,
     escape,
     mention,
+    reason_text,
     short,
     slack_date,
 )
@@ -209,8 +210,9 @@ def _titles(release: Release, options: RenderOptions) -> list[str]:
 
 
 def _outcome_line(release: Release, rolled_back: Release | None) -> str:
-    # release.reason is mrkdwn that whoever wrote it escaped (it may mention a user)
-    reason = clip(release.reason, MAX_REASON) if release.reason else ""
+    # mrkdwn: whoever wrote the reason escaped it, and a cancel names its canceller
+    why = reason_text(release)
+    reason = clip(why, MAX_REASON) if why else ""
     match release.state:
         case S.FAILED:
             return f"*Failed:* {reason or 'no reason recorded'}"

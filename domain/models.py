@@ -6,6 +6,7 @@ compared in tests and rendered without any I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -50,6 +51,53 @@ class Person:
     email: str
     name: str
     slack_user: str | None
+
+
+class DecisionKind(StrEnum):
+    """What one event decided; the ``kind`` of its audit entry."""
+
+    #: ``/release``: a batch was frozen and its authors asked to approve
+    REQUESTED = "requested"
+    #: ``/rollback``: a release of an earlier sha that needs no approvals
+    ROLLBACK_REQUESTED = "rollback_requested"
+    APPROVAL_GIVEN = "approval_given"
+    APPROVAL_WITHDRAWN = "approval_withdrawn"
+    #: every approval needed is in; a worker will deploy it
+    APPROVED = "approved"
+    BLOCKED = "blocked"
+    BLOCK_LIFTED = "block_lifted"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+    DEPLOY_STARTED = "deploy_started"
+    #: the worker running the deploy stopped; another one deploys again
+    DEPLOY_RETRIED = "deploy_retried"
+    #: the backend started the new version; its health is checked next
+    DEPLOYED = "deployed"
+    LIVE = "live"
+    FAILED = "failed"
+    #: the automatic rollback after an unhealthy deploy began
+    ROLLING_BACK = "rolling_back"
+    #: another worker took over an automatic rollback whose worker stopped
+    ROLLBACK_RESUMED = "rollback_resumed"
+    ROLLED_BACK = "rolled_back"
+    LOCKED = "locked"
+    UNLOCKED = "unlocked"
+
+
+#: a fact kept about a decision, JSON-plain so any reader of the audit stream can decode it
+DetailValue = str | int | float | bool | None | list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One thing an event decided (built in ``domain.decisions``, audited by ``domain.audit``)."""
+
+    kind: DecisionKind
+    #: who decided; None when only the caller knows (the core is not told who typed /unlock)
+    by: str | None
+    #: when; None when nothing in the state says, so the moment of the write is used
+    at: float | None
+    detail: Mapping[str, DetailValue] = field(default_factory=dict)
 
 
 class ReleaseState(StrEnum):
@@ -148,8 +196,12 @@ class Release:
     channel: str | None = None
     message_ts: str | None = None
     steps: tuple[Step, ...] = ()
-    #: mrkdwn shown under "Why:"; whoever builds it escapes text from outside (backend output)
+    #: mrkdwn shown under "Why:"; whoever builds it escapes text from outside (backend output).
+    #: It names nobody: who cancelled is ``cancelled_by``, and rendering makes the mention
+    #: (documents written before that field existed say "cancelled by <@U…>" here)
     reason: str | None = None
+    #: the Slack user who cancelled the release
+    cancelled_by: str | None = None
     #: for a rollback: the release whose sha is put back
     rollback_target: str | None = None
     #: the sha to go back to automatically if this release is unhealthy
@@ -164,6 +216,9 @@ class Release:
     approved_at: float | None = None
     #: when the (last) deploy of this release started; durations are measured from here
     deploy_started_at: float | None = None
+    #: what the events applied since this value was read decided; the store audits them in
+    #: the same write and never stores them, so equality and the documents ignore them
+    decisions: tuple[Decision, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def block_reason(self) -> dict[str, str]:
@@ -224,3 +279,5 @@ class EnvState:
     rolled_back_shas: frozenset[str] = field(default_factory=frozenset)
     #: releases wait while an environment is locked; rollbacks do not
     lock: EnvLock | None = None
+    #: what was decided about the environment since it was read (locks); never stored
+    decisions: tuple[Decision, ...] = field(default=(), compare=False, repr=False)

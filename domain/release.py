@@ -2,6 +2,8 @@
 
 Pure and synchronous. The store runs it inside a Redis transaction, so whatever this
 module refuses can never be half-applied, and whatever it allows happens exactly once.
+Each transition also says what it decided (``domain.decisions``), which the returned
+release carries in ``decisions`` for the store to audit with the write.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from domain import approvals
+from domain import decisions as decided
 from domain.errors import InvalidTransition, NotInvolved
-from domain.models import Commit, Person, Release, ReleaseState, Step, StepStatus
+from domain.models import Commit, Decision, Person, Release, ReleaseState, Step, StepStatus
 
 S = ReleaseState
 
@@ -59,7 +62,10 @@ class Cancel:
 
 @dataclass(frozen=True, slots=True)
 class Supersede:
+    """Replaced before it deployed; ``by`` is who caused it (None: shipmate itself)."""
+
     reason: str
+    by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,13 @@ class FinishRollback:
 
 
 @dataclass(frozen=True, slots=True)
+class ResumeRollback:
+    """Another worker takes over an automatic rollback whose worker stopped, under ``fence``."""
+
+    fence: int
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """Put a deploy whose worker died back to ``approved`` so another worker runs it."""
 
@@ -131,6 +144,7 @@ Event = (
     | MarkFailed
     | StartRollback
     | FinishRollback
+    | ResumeRollback
     | Retry
     | GiveUp
     | Progress
@@ -142,39 +156,48 @@ _DECIDING_STATES = frozenset({S.AWAITING_APPROVAL, S.BLOCKED, S.APPROVED})
 
 def apply(release: Release, event: Event, *, at: float) -> Release:
     """Return the release after ``event``; raise a DomainError if the rules refuse it."""
-    new = _transition(release, event, at)
-    return replace(new, version=release.version + 1, updated_at=at)
+    new, what = _transition(release, event, at)
+    return replace(
+        new,
+        version=release.version + 1,
+        updated_at=at,
+        decisions=(*release.decisions, *what),
+    )
 
 
 def _refuse(release: Release, what: str) -> InvalidTransition:
     return InvalidTransition(release.id, release.state.value, what)
 
 
-def _transition(r: Release, event: Event, at: float) -> Release:
+Outcome = tuple[Release, list[Decision]]
+
+
+def _transition(r: Release, event: Event, at: float) -> Outcome:
     match event:
         case Collect(commits=commits, people=people, base_sha=base):
             if r.state is not S.COLLECTING:
                 raise _refuse(r, "collect commits")
             head = commits[-1].sha if commits else None
-            return replace(r, commits=commits, people=people, base_sha=base, head_sha=head)
+            collected = replace(r, commits=commits, people=people, base_sha=base, head_sha=head)
+            return collected, []
         case Freeze():
             return _freeze(r, event, at)
         case React():
             return _react(r, event, at)
-        case Cancel():
+        case Cancel(by=by):
             if r.state not in _DECIDING_STATES and r.state is not S.COLLECTING:
                 raise _refuse(r, "cancel")
-            return replace(
-                r, state=S.CANCELLED, reason=f"cancelled by <@{event.by}>", finished_at=at
-            )
-        case Supersede(reason=reason):
+            cancelled = replace(r, state=S.CANCELLED, cancelled_by=by, finished_at=at)
+            return cancelled, [decided.cancelled(by, at)]
+        case Supersede(reason=reason, by=by):
             if r.state not in _DECIDING_STATES and r.state is not S.COLLECTING:
                 raise _refuse(r, "supersede")
-            return replace(r, state=S.SUPERSEDED, reason=reason, finished_at=at)
+            superseded = replace(r, state=S.SUPERSEDED, reason=reason, finished_at=at)
+            return superseded, [decided.superseded(superseded, by, at)]
         case StartDeploy(fence=fence, previous_sha=previous):
             if r.state is not S.APPROVED:
                 raise _refuse(r, "deploy")
-            return replace(
+            deploying = replace(
                 r,
                 state=S.DEPLOYING,
                 fence=fence,
@@ -182,45 +205,60 @@ def _transition(r: Release, event: Event, at: float) -> Release:
                 steps=(),
                 deploy_started_at=at,
             )
+            return deploying, [decided.deploy_started(deploying, at)]
         case DeployFinished():
             if r.state is not S.DEPLOYING:
                 raise _refuse(r, "verify")
-            return replace(r, state=S.VERIFYING)
+            verifying = replace(r, state=S.VERIFYING)
+            return verifying, [decided.deployed(verifying, at)]
         case MarkHealthy():
             if r.state is not S.VERIFYING:
                 raise _refuse(r, "go live")
-            return replace(r, state=S.LIVE, finished_at=at, reason=None)
+            live = replace(r, state=S.LIVE, finished_at=at, reason=None)
+            return live, [decided.live(live, at)]
         case MarkFailed(reason=reason):
             if r.state not in (S.DEPLOYING, S.VERIFYING):
                 raise _refuse(r, "fail")
-            return replace(r, state=S.FAILED, reason=reason, finished_at=at)
+            failed = replace(r, state=S.FAILED, reason=reason, finished_at=at)
+            return failed, [decided.failed(failed, r.state, at)]
         case StartRollback(reason=reason):
             if r.state not in (S.DEPLOYING, S.VERIFYING) or r.previous_sha is None:
                 raise _refuse(r, "roll back")
-            return replace(r, state=S.ROLLING_BACK, reason=reason)
+            rolling = replace(r, state=S.ROLLING_BACK, reason=reason)
+            return rolling, [decided.rolling_back(rolling, at)]
         case FinishRollback(healthy=healthy, detail=detail):
             if r.state is not S.ROLLING_BACK:
                 raise _refuse(r, "finish rolling back")
             why = r.reason if healthy else f"{r.reason}; after rolling back: {detail}"
-            return replace(
+            done = replace(
                 r, state=S.ROLLED_BACK, healthy_after_rollback=healthy, reason=why, finished_at=at
             )
+            return done, [decided.rolled_back(done, at)]
+        case ResumeRollback(fence=fence):
+            if r.state is not S.ROLLING_BACK:
+                raise _refuse(r, "resume rolling back")
+            if fence == r.fence:
+                return r, []
+            resumed = replace(r, fence=fence)
+            return resumed, [decided.rollback_resumed(resumed, at)]
         case Retry(reason=reason):
             if r.state not in (S.DEPLOYING, S.VERIFYING):
                 raise _refuse(r, "retry")
-            return replace(r, state=S.APPROVED, fence=None, reason=reason)
+            retried = replace(r, state=S.APPROVED, fence=None, reason=reason)
+            return retried, [decided.deploy_retried(retried, at)]
         case GiveUp(reason=reason):
             if r.is_terminal or r.state is S.COLLECTING:
                 raise _refuse(r, "give up")
-            return replace(r, state=S.FAILED, reason=reason, finished_at=at)
+            failed = replace(r, state=S.FAILED, reason=reason, finished_at=at)
+            return failed, [decided.failed(failed, r.state, at)]
         case Progress(step=step):
             if r.state not in _DEPLOY_STATES:
                 raise _refuse(r, "report progress")
-            return replace(r, steps=_upsert_step(r.steps, step))
+            return replace(r, steps=_upsert_step(r.steps, step)), []
     raise TypeError(f"unknown event {event!r}")  # pragma: no cover - exhaustive match
 
 
-def _freeze(r: Release, event: Freeze, at: float) -> Release:
+def _freeze(r: Release, event: Freeze, at: float) -> Outcome:
     if r.state is not S.COLLECTING:
         raise _refuse(r, "freeze")
     frozen = replace(
@@ -231,29 +269,53 @@ def _freeze(r: Release, event: Freeze, at: float) -> Release:
         stand_ins=event.stand_ins,
         frozen_at=at,
     )
-    if approvals.is_fully_approved(frozen):
-        return replace(frozen, state=S.APPROVED, approved_at=at)
-    return frozen
+    if not approvals.is_fully_approved(frozen):
+        return frozen, [decided.requested(frozen, at)]
+    frozen = replace(frozen, state=S.APPROVED, approved_at=at)
+    what = [decided.requested(frozen, at)]
+    if frozen.approval_required:
+        # frozen with nobody left to ask (say, every author's approval was already given)
+        what.append(decided.approved(frozen, decided.SHIPMATE, at))
+    return frozen, what
 
 
-def _react(r: Release, event: React, at: float) -> Release:
+def _react(r: Release, event: React, at: float) -> Outcome:
     if r.state not in _DECIDING_STATES or not r.approval_required:
         raise _refuse(r, f"{'take' if event.added else 'withdraw'} an {event.verdict.value}")
     if not approvals.can_decide(r, event.user):
         raise NotInvolved(event.user, r.id)
     if event.verdict is Verdict.APPROVE:
-        changed = (r.approvals | {event.user}) if event.added else (r.approvals - {event.user})
-        r = replace(r, approvals=changed)
+        voted, what = _approve(r, event, at)
     else:
-        changed = (r.blocks | {event.user}) if event.added else (r.blocks - {event.user})
-        reasons = tuple((u, why) for u, why in r.block_reasons if u != event.user)
-        if event.added and event.reason.strip():
-            reasons = (*reasons, (event.user, event.reason.strip()))
-        elif event.added:
-            # a second block without a reason (say, a reaction after the button) keeps the first
-            reasons = r.block_reasons
-        r = replace(r, blocks=changed, block_reasons=reasons)
-    return _settle(r, at)
+        voted, what = _block(r, event, at)
+    settled = _settle(voted, at)
+    if settled.state is S.APPROVED and r.state is not S.APPROVED:
+        what.append(decided.approved(settled, event.user, at))
+    return settled, what
+
+
+def _approve(r: Release, event: React, at: float) -> Outcome:
+    user = event.user
+    if event.added == (user in r.approvals):
+        return r, []
+    changed = (r.approvals | {user}) if event.added else (r.approvals - {user})
+    return replace(r, approvals=changed), [decided.approval(user, given=event.added, at=at)]
+
+
+def _block(r: Release, event: React, at: float) -> Outcome:
+    user, why = event.user, event.reason.strip()
+    others = tuple((u, said) for u, said in r.block_reasons if u != user)
+    if not event.added:
+        lifted = replace(r, blocks=r.blocks - {user}, block_reasons=others)
+        return lifted, [decided.block_lifted(lifted, user, at)] if user in r.blocks else []
+    if not why:
+        # a second block without a reason (say, a reaction after the button) keeps the first
+        blocked = replace(r, blocks=r.blocks | {user})
+        return blocked, [] if user in r.blocks else [decided.blocked(user, None, at)]
+    blocked = replace(r, blocks=r.blocks | {user}, block_reasons=(*others, (user, why)))
+    if user in r.blocks and r.block_reason.get(user) == why:
+        return blocked, []
+    return blocked, [decided.blocked(user, why, at)]
 
 
 def _settle(r: Release, at: float) -> Release:

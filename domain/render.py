@@ -487,15 +487,26 @@ def _step_line(step: Step) -> str:
     return f"{_STEP_MARK[step.status]} {escape(step.name)}{detail}"
 
 
+def reason_text(release: Release) -> str | None:
+    """Why a release ended as it did, in mrkdwn: its reason, or who cancelled it.
+
+    The stored reason names nobody (the canceller is an id in ``cancelled_by``); mentions
+    are made here, where everything Slack sees is rendered."""
+    if release.cancelled_by is not None:
+        return f"cancelled by {mention(release.cancelled_by)}"
+    return release.reason
+
+
 def _outcome_text(release: Release) -> str | None:
-    if release.reason and release.state in (
+    reason = reason_text(release)
+    if reason and release.state in (
         S.FAILED,
         S.ROLLING_BACK,
         S.ROLLED_BACK,
         S.CANCELLED,
         S.SUPERSEDED,
     ):
-        return f"*Why:* {clip(release.reason, MAX_REASON)}"
+        return f"*Why:* {clip(reason, MAX_REASON)}"
     return None
 
 

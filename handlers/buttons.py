@@ -24,6 +24,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.jobs import notice_job
 from bot.store import Conflict
 from domain import release as rel
 from domain.render import (
@@ -144,7 +145,7 @@ async def _open_block_modal(
     channel, ts, user = where
     release, refusal = await intents.may_block(deps.store, channel=channel, ts=ts, user=user)
     if refusal is not None or release is None:
-        await deps.store.enqueue(intents.notice_job(channel, user, refusal or ""))
+        await deps.store.enqueue(notice_job(channel, user, refusal or ""))
         await ack()
         return
     await ack()
@@ -157,7 +158,7 @@ async def _open_block_modal(
         # an expired trigger or a Slack outage: say so, and how to block without the modal
         log.warning("views.open failed for %s: %s", user, err.response.get("error"))
         await deps.store.enqueue(
-            intents.notice_job(
+            notice_job(
                 channel,
                 user,
                 "Could not open the block form (Slack said "

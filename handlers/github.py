@@ -31,9 +31,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
+from bot.jobs import collect_job
 from bot.keys import DEDUPE_TTL_SECONDS
 from bot.metrics import RECORDER
-from bot.store import Conflict, Duplicate, Job, Snapshot, Store, Write
+from bot.store import Conflict, Duplicate, Snapshot, Store, Write
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +148,6 @@ async def _remember_delivery(store: Store, key: str) -> None:
         log.warning("cannot remember github delivery %s: %s", key, err)
 
 
-def collect_job(push: PushEvent, received_at: float) -> Job:
-    return Job("collect", {"reason": "push", "after": push.after, "at": f"{received_at:.3f}"})
-
-
 def _answer(status: int, **body: Any) -> web.Response:
     return web.json_response(body, status=status)
 
@@ -225,7 +222,7 @@ def github_webhook(
         if push.deleted:
             return _ignored(f"{push.ref} was deleted; nothing to collect")
 
-        job = collect_job(push, clock())
+        job = collect_job("push", after=push.after, at=f"{clock():.3f}")
 
         def decide(_: Snapshot) -> tuple[Write, None]:
             return Write(jobs=[job]), None

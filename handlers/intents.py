@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.config import Config
+from bot.jobs import Job, approvals_job, collect_job, deploy_job, notice_job, render_job, thread_job
 from bot.keys import JOBS_MAXLEN
 from bot.metrics import NOTICES, RECORDER
-from bot.store import Conflict, Duplicate, Job, Snapshot, Store, Write, render_job
+from bot.store import Conflict, Duplicate, Snapshot, Store, Write
 from deployer.base import interactive
 from domain import approvals, environment
 from domain import release as rel
@@ -28,15 +29,6 @@ from domain.errors import (
 )
 from domain.models import Release, ReleaseKind, ReleaseState
 from domain.render import clip, escape
-
-
-def deploy_job(release: Release) -> Job:
-    return Job("deploy", {"release": release.id, "env": release.env})
-
-
-def notice_job(channel: str, user: str, text: str) -> Job:
-    return Job("notice", {"channel": channel, "user": user, "text": text})
-
 
 #: the same notice to the same person about the same release is queued once in this window:
 #: a member reacting 2,000 times on a release they are not part of gets one explanation
@@ -64,10 +56,6 @@ async def queue_notice(store: Store, channel: str, user: str, text: str, *, abou
     if not queued:
         RECORDER.inc(NOTICES, outcome="coalesced")
     return bool(queued)
-
-
-def approvals_job(release: Release) -> Job:
-    return Job("ask_approvals", {"release": release.id})
 
 
 ArtifactCheck = Callable[[str, str], Awaitable[None]]
@@ -185,7 +173,7 @@ async def unlock_env(store: Store, config: Config, *, env: str, user: str) -> No
 
 
 def _rerender(snap: Snapshot) -> list[Job]:
-    return [render_job(r.id) for r in (snap.batch, snap.active) if r is not None]
+    return [render_job(r) for r in (snap.batch, snap.active) if r is not None]
 
 
 async def request_rollback(
@@ -398,10 +386,6 @@ def _unchanged(release: Release, d: Decision) -> str:
     return f"You have not blocked release {release.id}, so there is no block of yours to lift."
 
 
-def thread_job(release: Release, text: str) -> Job:
-    return Job("thread", {"release": release.id, "text": text})
-
-
 #: a release may be called off until its deploy starts
 _CANCELLABLE = frozenset(
     {ReleaseState.AWAITING_APPROVAL, ReleaseState.BLOCKED, ReleaseState.APPROVED}
@@ -426,7 +410,7 @@ async def cancel_release(store: Store, *, channel: str, ts: str, user: str, at: 
         cancelled = change.releases[0]
         # the batch is counted from what runs again: collect at once rather than at the next poll
         jobs = [
-            Job("collect", {"reason": "cancel"}),
+            collect_job("cancel"),
             thread_job(
                 cancelled,
                 f":heavy_multiplication_x: <@{user}> cancelled release {cancelled.id}; "

@@ -19,7 +19,12 @@ for arg in "$@"; do
   else rollback_args+=("$arg"); fi
 done
 status=0
-.venv/bin/python -m bench.ack "${ack_args[@]}" || status=$?
-[ "$status" -ne 130 ] || exit 130  # interrupted: do not start the next benchmark
+# the tracing hook the runtime calls at every milestone: what an emit costs when nobody listens
+.venv/bin/python -m bench.emit || status=$?
+[ "$status" -ne 130 ] || exit 130
+rc=0
+.venv/bin/python -m bench.ack "${ack_args[@]}" || rc=$?
+[ "$rc" -ne 130 ] || exit 130  # interrupted: do not start the next benchmark
+[ "$status" -ne 0 ] || status=$rc
 .venv/bin/python -m bench.rollback "${rollback_args[@]}" || { rc=$?; [ "$status" -ne 0 ] || status=$rc; }
 exit "$status"

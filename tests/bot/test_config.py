@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 
 from bot.config import (
-    BackendConfig,
     ConfigError,
     ConfigProblem,
     EnvironmentConfig,
-    HealthConfig,
     Permissions,
     check_config,
-    fill_placeholders,
     load_config,
 )
 from bot.durations import format_duration, parse_duration
+from deployer.docker import DockerSpec
+from deployer.health import HealthSpec
+from deployer.shell import ShellSpec
+from deployer.swarm import SwarmSpec
 
 # The example from shared/design.md, verbatim: it is a contract.
 DESIGN_EXAMPLE = """\
@@ -102,23 +103,27 @@ def test_design_example_environments(tmp_path: Path) -> None:
     staging, production, sandbox = cfg.environments.values()
 
     assert staging.approval == "none"
-    assert staging.backend == BackendConfig(
-        kind="docker", image="shop:{sha}", container="shop-staging"
+    # Parsed straight into the deployer's specs, whose defaults fill what the file leaves out.
+    assert staging.backend == DockerSpec(image="shop:{sha}", container="shop-staging")
+    assert staging.health == HealthSpec(
+        http="http://127.0.0.1:8081/healthz", timeout=30.0, cwd=tmp_path
     )
-    assert staging.health == HealthConfig(http="http://127.0.0.1:8081/healthz", timeout=30.0)
     assert staging.permissions == cfg.permissions
     assert staging.channel is None
     assert staging.lock_on_failure is True
 
     assert production.approval == "authors"
-    assert production.backend == BackendConfig(kind="swarm", service="shop", image="shop:{sha}")
-    assert production.health == HealthConfig(http="http://127.0.0.1:8080/healthz", timeout=60.0)
+    assert production.backend == SwarmSpec(service="shop", image="shop:{sha}")
+    assert production.health == HealthSpec(
+        http="http://127.0.0.1:8080/healthz", timeout=60.0, cwd=tmp_path
+    )
 
+    assert sandbox.backend == ShellSpec(
+        deploy=(str(tmp_path / "deploy.sh"), "{sha}", "{env}"), cwd=tmp_path
+    )
     assert sandbox.backend.kind == "shell"
-    assert sandbox.backend.deploy == (str(tmp_path / "deploy.sh"), "{sha}", "{env}")
-    assert sandbox.backend.timeout == 600.0
-    assert sandbox.health == HealthConfig(
-        command=(str(tmp_path / "smoke.sh"), "{sha}"), timeout=20.0
+    assert sandbox.health == HealthSpec(
+        command=(str(tmp_path / "smoke.sh"), "{sha}"), timeout=20.0, cwd=tmp_path
     )
 
     assert cfg.environment("sandbox") is sandbox
@@ -487,6 +492,7 @@ def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> 
     )
     cfg = load_config(path)
     backend = cfg.environments["sandbox"].backend
+    assert isinstance(backend, ShellSpec)
     assert cfg.repo.url == str(tmp_path.parent / "upstream")
     assert cfg.state_dir == tmp_path / "state"
     assert backend.deploy == (str(tmp_path / "bin/deploy"), "{sha}")
@@ -545,6 +551,7 @@ def test_values_are_read_as_written(tmp_path: Path) -> None:
     assert cfg.slack.stand_ins == ("U0LEAD",)
     assert dict(cfg.people) == {"alice@example.com": "U0ALICE"}
     web = cfg.environments["web"]
+    assert isinstance(web.backend, DockerSpec)
     assert web.backend.ports == {"8080": "127.0.0.1:8081"}
     assert web.backend.env == {"MODE": "production", "WORKERS": "4"}
     assert (web.backend.network, web.backend.keep, web.backend.stop_timeout) == ("host", 5, 0.0)
@@ -572,20 +579,15 @@ def test_yaml_merge_keys_share_settings(tmp_path: Path) -> None:
     )
     cfg = load_config(path)
     a, b = cfg.environments["a"], cfg.environments["b"]
-    assert a.health == HealthConfig(
-        command=(str(tmp_path / "smoke.sh"),), timeout=20.0, interval=2.0
+    assert a.health == HealthSpec(
+        command=(str(tmp_path / "smoke.sh"),), timeout=20.0, interval=2.0, cwd=tmp_path
     )
+    assert isinstance(a.backend, ShellSpec) and isinstance(b.backend, ShellSpec)
     assert b.backend.deploy == a.backend.deploy
     assert b.backend.timeout == 300.0
-    assert b.health == HealthConfig(http="http://{env}.local/health", timeout=60.0, interval=2.0)
-
-
-def test_fill_placeholders() -> None:
-    sha = "0123456789abcdef0123456789abcdef01234567"
-    assert fill_placeholders("shop:{short_sha}-{env} {{x}}", sha=sha, env="prod") == (
-        "shop:0123456-prod {x}"
+    assert b.health == HealthSpec(
+        http="http://{env}.local/health", timeout=60.0, interval=2.0, cwd=tmp_path
     )
-    assert fill_placeholders("{sha}", sha=sha, env="prod") == sha
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ from hypothesis import strategies as st
 
 from bot.config import INT_RANGES, Config, ConfigError, check_config, load_config
 from bot.durations import MAX_SECONDS, MIN_SECONDS
+from deployer.docker import DockerSpec
+from deployer.shell import ShellSpec
+from deployer.swarm import SwarmSpec
 from tests.bot.test_config import DESIGN_EXAMPLE, MINIMAL
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -215,14 +218,18 @@ def mutated(draw: st.DrawFn) -> str:
 def assert_within_bounds(config: Config) -> None:
     durations = [config.repo.poll_every]
     for env in config.environments.values():
+        # Each kind parses into its own spec, with only that kind's fields.
         backend = env.backend
-        durations += [backend.timeout, backend.update_timeout]
-        assert (
-            INT_RANGES["keep"][0] <= backend.keep <= INT_RANGES["keep"][1]
-            and INT_RANGES["replicas"][0] <= backend.replicas <= INT_RANGES["replicas"][1]
-        )
-        assert backend.stop_timeout == 0 or MIN_SECONDS <= backend.stop_timeout <= MAX_SECONDS
-        assert backend.image is None or backend.image
+        if isinstance(backend, ShellSpec):
+            durations.append(backend.timeout)
+        else:
+            assert backend.stop_timeout == 0 or MIN_SECONDS <= backend.stop_timeout <= MAX_SECONDS
+            assert backend.image
+        if isinstance(backend, DockerSpec):
+            assert INT_RANGES["keep"][0] <= backend.keep <= INT_RANGES["keep"][1]
+        if isinstance(backend, SwarmSpec):
+            durations.append(backend.update_timeout)
+            assert INT_RANGES["replicas"][0] <= backend.replicas <= INT_RANGES["replicas"][1]
         if env.health is not None:
             durations += [env.health.timeout, env.health.interval]
             low, high = INT_RANGES["successes"]

@@ -16,6 +16,8 @@ import pytest
 from bot.config import ConfigError, Limits, check_config, load_config
 from bot.durations import parse_duration
 from bot.settings import Settings, SettingsError
+from deployer.docker import DockerSpec
+from deployer.swarm import SwarmSpec
 from tests.bot.test_config import MINIMAL, problems_of, write
 
 SHIPMATE = str(Path(sys.executable).with_name("shipmate"))
@@ -206,9 +208,9 @@ def test_whole_numbers_at_their_limits_are_read(tmp_path: Path) -> None:
     )
     health = "    health: {command: [./smoke.sh], successes: 100}\n"
     cfg = load_config(write(tmp_path, docker + swarm + health))
-    prod = cfg.environments["prod"]
-    assert cfg.environments["staging"].backend.keep == 100
-    assert prod.backend.replicas == 1000
+    staging, prod = cfg.environments["staging"], cfg.environments["prod"]
+    assert isinstance(staging.backend, DockerSpec) and staging.backend.keep == 100
+    assert isinstance(prod.backend, SwarmSpec) and prod.backend.replicas == 1000
     assert prod.health is not None and prod.health.successes == 100
 
 
@@ -254,7 +256,8 @@ def test_durations_at_their_limits_are_read(tmp_path: Path, value: str, seconds:
 def test_a_stop_timeout_may_be_zero_but_not_too_long(tmp_path: Path) -> None:
     docker = "{kind: docker, image: 'shop:{sha}', container: shop, stop_timeout: STOP}"
     ok = load_config(write(tmp_path, with_backend(docker.replace("STOP", "0"))))
-    assert ok.environments["staging"].backend.stop_timeout == 0.0
+    backend = ok.environments["staging"].backend
+    assert isinstance(backend, DockerSpec) and backend.stop_timeout == 0.0
     path = write(tmp_path, with_backend(docker.replace("STOP", "31d")))
     assert problems_of(path) == [
         f"{path}:5: environments.staging.backend.stop_timeout: expected a number of seconds or "

@@ -21,6 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import connect_redis
+from bot.jobs import Job, JobKind, collect_job
 from bot.keys import JOBS_GROUP, Keys
 from bot.metrics import (
     APPROVAL_WAIT,
@@ -35,7 +36,7 @@ from bot.metrics import (
     metrics_key,
 )
 from bot.slackapi import RateLimited, SlackGateway
-from bot.store import Job, Snapshot, Store, Write
+from bot.store import Snapshot, Store, Write
 from domain import environment
 from domain import release as rel
 from domain.models import Author, Commit, Person, Release
@@ -300,7 +301,7 @@ async def test_metrics_reports_the_job_queue(redis: Redis) -> None:
     # enqueued 90 s ago (a stream id is its enqueue time in ms)
     await redis.xadd(store.keys.jobs, {"kind": "collect"}, id=f"{(seconds - 90) * 1000}-0")
     # one waits in the jobs stream, one in the collects stream: both are counted
-    await store.enqueue(Job("render", {"release": "prod-1"}), Job("collect"))
+    await store.enqueue(Job(JobKind.RENDER, {"release": "prod-1"}), collect_job())
     delivered: Any = await redis.xreadgroup(JOBS_GROUP, "w1", {store.keys.jobs: ">"}, count=1)
     assert len(delivered[0][1]) == 1
     await redis.xadd(store.keys.dead_letters, {"kind": "deploy", "release": "prod-1"})

@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 from redis.asyncio import Redis
 
+from bot.jobs import approvals_job
 from bot.keys import Keys
 from bot.locks import DeployLocks
-from bot.store import Duplicate, Job, Snapshot, Store, Write
+from bot.store import Duplicate, Snapshot, Store, Write
 from domain import environment
 from domain import release as rel
 from domain.errors import DomainError, ReleaseInProgress
@@ -151,7 +152,7 @@ async def test_every_write_enqueues_a_render(store: Store) -> None:
         return Write(
             env=change.env,
             releases=change.releases,
-            jobs=[Job("ask_approvals", {"release": batch.id})],
+            jobs=[approvals_job(batch)],
         ), None
 
     await store.update("sandbox", freeze)

@@ -11,9 +11,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bot.jobs import Job, JobKind, collect_job
 from bot.keys import JOBS_GROUP
 from bot.locks import DeployLocks, Liveness
-from bot.store import Job, Store, Write
+from bot.store import Store, Write
 from domain.models import EnvState
 
 
@@ -25,14 +26,14 @@ async def _entries(redis: Redis, stream: str) -> list[dict[str, str]]:
 async def test_collect_triggers_coalesce_until_a_worker_starts_collecting(redis: Redis) -> None:
     store = Store(redis)
     for n in range(1000):
-        await store.enqueue(Job("collect", {"reason": "push", "n": str(n)}))
+        await store.enqueue(collect_job("push", n=str(n)))
     assert await _entries(redis, store.keys.collects) == [
         {"kind": "collect", "reason": "push", "n": "0"}
     ]
     assert await redis.xlen(store.keys.jobs) == 0
 
     await store.collect_started()
-    await store.enqueue(Job("collect"), Job("render", {"release": "sandbox-1"}), Job("collect"))
+    await store.enqueue(collect_job(), Job(JobKind.RENDER, {"release": "sandbox-1"}), collect_job())
     assert len(await _entries(redis, store.keys.collects)) == 2
     assert await _entries(redis, store.keys.jobs) == [{"kind": "render", "release": "sandbox-1"}]
 
@@ -40,12 +41,10 @@ async def test_collect_triggers_coalesce_until_a_worker_starts_collecting(redis:
 async def test_a_decision_queues_collects_the_same_way(redis: Redis) -> None:
     """Jobs written with a decision (bot.deploys, handlers.intents) go through the same gate."""
     store = Store(redis)
-    await store.enqueue(Job("collect"))
+    await store.enqueue(collect_job())
 
     def decide(_: object) -> tuple[Write, None]:
-        return Write(
-            env=EnvState(name="sandbox"), jobs=[Job("collect", {"reason": "cancel"})]
-        ), None
+        return Write(env=EnvState(name="sandbox"), jobs=[collect_job("cancel")]), None
 
     await store.update("sandbox", decide)
     assert await _entries(redis, store.keys.collects) == [{"kind": "collect"}]

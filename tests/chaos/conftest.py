@@ -32,8 +32,9 @@ from redis.exceptions import RedisError
 
 from bot.app import make_store
 from bot.demo import DemoRepo
+from bot.jobs import collect_job
 from bot.keys import JOBS_GROUP
-from bot.store import Job, Store
+from bot.store import Store
 from domain.models import EnvState, Release, ReleaseState
 from slackemu import SlackEmulator
 from tests.conftest import RedisServer, free_port
@@ -317,7 +318,7 @@ class Rig:
 
     async def collected(self, env: str, sha: str) -> Release:
         """Ask a worker to collect and wait until ``env``'s batch ends at ``sha``."""
-        await self.store.enqueue(Job("collect"))
+        await self.store.enqueue(collect_job())
 
         async def batch() -> Release | None:
             snap = await self.store.snapshot(env)

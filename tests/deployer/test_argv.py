@@ -1,8 +1,17 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from deployer.argv import check_template, fill_argv, fill_text, placeholders_in
+from deployer.argv import (
+    PLACEHOLDERS,
+    check_template,
+    fill_argv,
+    fill_text,
+    placeholders_in,
+    template_problem,
+)
 from deployer.base import DeployTarget
 from tests.deployer.util import SHA
 
@@ -10,20 +19,22 @@ TARGET = DeployTarget(env="staging", sha=SHA)
 
 
 @pytest.mark.parametrize(
+    ("placeholder", "value"), [("{sha}", SHA), ("{short_sha}", "0123456"), ("{env}", "staging")]
+)
+def test_each_placeholder_is_filled(placeholder: str, value: str) -> None:
+    assert fill_text(placeholder, TARGET) == value
+    assert fill_text(f"x-{placeholder}-y", TARGET) == f"x-{value}-y"
+    assert fill_argv(["deploy", placeholder], TARGET) == ["deploy", value]
+
+
+@pytest.mark.parametrize(
     ("template", "expected"),
     [
         (["./deploy.sh", "{sha}", "{env}"], ["./deploy.sh", SHA, "staging"]),
-        (["tag", "shop:{short_sha}"], ["tag", "shop:0123456"]),
         (["--name={env}-{short_sha}"], ["--name=staging-0123456"]),
         (["{sha}{sha}"], [SHA + SHA]),
         # no placeholders: every argument passes through unchanged, spaces included
         (["echo", "a b", "$HOME", "`id`", ";"], ["echo", "a b", "$HOME", "`id`", ";"]),
-        # braces that are not placeholders stay literal
-        (["find", ".", "-exec", "rm", "{}", ";"], ["find", ".", "-exec", "rm", "{}", ";"]),
-        (["--format", "{{.State.Status}}"], ["--format", "{{.State.Status}}"]),
-        (["{{sha}}"], ["{{sha}}"]),
-        (["{ sha }"], ["{ sha }"]),
-        (["{.sha}"], ["{.sha}"]),
     ],
 )
 def test_fill_argv(template: list[str], expected: list[str]) -> None:
@@ -31,14 +42,78 @@ def test_fill_argv(template: list[str], expected: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "template",
-    [["deploy", "{SHA}"], ["deploy", "{commit}"], ["{short-sha}"], ["x{sha}", "{envv}"]],
+    "argument",
+    [
+        # {} is find's placeholder, not ours
+        "{}",
+        # {{ and }} are not escapes: other programs' templates reach them as written
+        "{{.State.Status}}",
+        "{{",
+        "}}",
+        "a{{b",
+        "c}}d",
+        "{{}}",
+        "{{ .Name }}",
+        # a lone brace, and braces around what is not a name
+        "{",
+        "}",
+        "{.sha}",
+        "{0}",
+        "{a b}",
+    ],
 )
-def test_unknown_placeholder_is_an_error(template: list[str]) -> None:
-    with pytest.raises(ValueError, match="unknown placeholder"):
-        fill_argv(template, TARGET)
-    with pytest.raises(ValueError, match="unknown placeholder"):
+def test_other_braces_pass_through_unchanged(argument: str) -> None:
+    assert template_problem(argument) is None
+    assert fill_argv(["cmd", argument], TARGET) == ["cmd", argument]
+    assert fill_text(argument, TARGET) == argument
+
+
+def test_find_exec_runs_as_written() -> None:
+    argv = ["find", ".", "-name", "*.{sha}", "-exec", "rm", "{}", ";"]
+    assert fill_argv(argv, TARGET) == ["find", ".", "-name", f"*.{SHA}", "-exec", "rm", "{}", ";"]
+
+
+@pytest.mark.parametrize(
+    ("template", "name"),
+    [
+        (["deploy", "{SHA}"], "{SHA}"),
+        (["deploy", "{commit}"], "{commit}"),
+        (["{short-sha}"], "{short-sha}"),
+        (["x{sha}", "{envv}"], "{envv}"),
+        (["{{sha}}-{x}"], "{x}"),
+    ],
+)
+def test_an_unknown_placeholder_is_refused_by_name(template: list[str], name: str) -> None:
+    message = f"unknown placeholder '{name}' (allowed: {{sha}}, {{short_sha}}, {{env}})"
+    assert template_problem(template[-1]) == message
+    with pytest.raises(ValueError, match=re.escape(message)):
         check_template(template)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fill_argv(template, TARGET)
+
+
+@pytest.mark.parametrize(
+    ("argument", "written"),
+    [("{{sha}}", "{{sha}}"), ("{ env }", "{ env }"), ("v{{ short_sha }}", "{{ short_sha }}")],
+)
+def test_a_placeholder_in_another_tools_braces_is_refused(argument: str, written: str) -> None:
+    # Jinja's and Helm's {{ sha }} would otherwise reach the command unfilled.
+    problem = template_problem(argument)
+    assert problem is not None and problem.startswith("write '{")
+    assert repr(written) in problem
+    with pytest.raises(ValueError, match="for the placeholder"):
+        fill_argv([argument], TARGET)
+
+
+def test_other_placeholder_sets_use_the_same_grammar() -> None:
+    assert template_problem("https://x/pull/{number}", ("number",)) is None
+    assert template_problem("https://x/pull/{sha}", ("number",)) == (
+        "unknown placeholder '{sha}' (allowed: {number})"
+    )
+
+
+def test_placeholders_are_defined_once() -> None:
+    assert PLACEHOLDERS == ("sha", "short_sha", "env")
 
 
 def test_a_filled_value_stays_one_argument() -> None:

@@ -1,4 +1,4 @@
-"""The audit entries a write makes: one per decision, attributed, from state before and after."""
+"""The audit entries a write makes: one per decision, attributed by the event that made it."""
 
 from __future__ import annotations
 
@@ -30,7 +30,14 @@ AT = 1_700_000_500.0
 
 
 def one(before: Release | None, after: Release) -> list[Entry]:
-    return audit.entries(EnvState(name=ENV), None, [(before, after)], at=AT)
+    """The entries of writing ``after`` over ``before``: the decisions made since ``before``."""
+    made = after.decisions[len(before.decisions) :] if before is not None else after.decisions
+    return audit.entries([replace(after, decisions=made)], at=AT)
+
+
+def as_read(env: EnvState) -> EnvState:
+    """An environment as the store reads it back: what was decided is in the stream, not in it."""
+    return replace(env, decisions=())
 
 
 def kinds(entries: list[Entry]) -> list[tuple[Kind, str]]:
@@ -152,19 +159,21 @@ def test_worker_takeovers() -> None:
     retried = rel.apply(deploying, rel.Retry(reason="the previous worker stopped"), at=AT)
     assert kinds(one(deploying, retried)) == [(Kind.DEPLOY_RETRIED, SHIPMATE)]
     rolling = release(S.ROLLING_BACK)
-    resumed = replace(rolling, fence=12, updated_at=AT)
+    resumed = rel.apply(rolling, rel.ResumeRollback(fence=12), at=AT)
     [entry] = one(rolling, resumed)
     assert (entry.kind, entry.detail) == (Kind.ROLLBACK_RESUMED, {"fence": 12})
+    assert one(resumed, rel.apply(resumed, rel.ResumeRollback(fence=12), at=AT)) == []
     gave_up = rel.apply(release(S.APPROVED), rel.GiveUp(reason="job kept failing"), at=AT)
     assert kinds(one(release(S.APPROVED), gave_up)) == [(Kind.FAILED, SHIPMATE)]
 
 
 def test_cancel_names_who_cancelled() -> None:
-    """The canceller comes from the state (the reason shipmate wrote names them)."""
+    """The canceller comes from the Cancel event; the entry's reason reads as it always has."""
     awaiting = release(S.AWAITING_APPROVAL)
     change = environment.cancel(env_state(active_release=awaiting.id), awaiting, by=ALICE, at=AT)
-    entries = audit.entries(env_state(), change.env, [(awaiting, change.releases[0])], at=AT)
+    entries = audit.entries(change.releases, change.env, at=AT)
     assert kinds(entries) == [(Kind.CANCELLED, ALICE)]
+    assert entries[0].detail == {"reason": f"cancelled by <@{ALICE}>"}
 
 
 def test_manual_rollback_supersedes_what_waited() -> None:
@@ -172,10 +181,7 @@ def test_manual_rollback_supersedes_what_waited() -> None:
     env = env_state(("prod-1", sha(1)), ("prod-2", sha(2)), active_release="prod-3")
     waiting = release(S.AWAITING_APPROVAL, rid="prod-3")
     change = environment.request_rollback(env, waiting, release_id="prod-4", by=ALICE, at=AT)
-    before = {"prod-3": waiting}
-    entries = audit.entries(
-        env, change.env, [(before.get(r.id), r) for r in change.releases], at=AT
-    )
+    entries = audit.entries(change.releases, change.env, at=AT)
     assert kinds(entries) == [(Kind.SUPERSEDED, ALICE), (Kind.ROLLBACK_REQUESTED, ALICE)]
     assert entries[1].release == "prod-4"
     assert entries[1].detail == {"to": sha(1), "target": "prod-1", "from": sha(2)}
@@ -185,18 +191,20 @@ def test_locks() -> None:
     """Locked by whom and why; unlocked by the caller's actor; the automatic lock is shipmate's."""
     env = env_state()
     locked = environment.lock(env, by=BOB, reason="db migration", at=AT)
-    [lock] = audit.entries(env, locked, [], at=AT + 1)
+    [lock] = audit.entries([], locked, at=AT + 1)
     assert (lock.kind, lock.actor, lock.release, lock.at) == (Kind.LOCKED, BOB, "", AT)
     assert lock.detail == {"reason": "db migration", "automatic": False}
-    unlocked = environment.unlock(locked)
-    [unlock] = audit.entries(locked, unlocked, [], at=AT + 1, actor=ALICE)
+    unlocked = environment.unlock(as_read(locked))
+    [unlock] = audit.entries([], unlocked, at=AT + 1, actor=ALICE)
     assert (unlock.kind, unlock.actor, unlock.at) == (Kind.UNLOCKED, ALICE, AT + 1)
     assert unlock.detail == {"locked_by": BOB, "reason": "db migration"}
-    [anonymous] = audit.entries(locked, unlocked, [], at=AT)
+    [anonymous] = audit.entries([], unlocked, at=AT)
     assert anonymous.actor == UNKNOWN
+    [named] = audit.entries([], environment.unlock(as_read(locked), by=BOB), at=AT, actor=ALICE)
+    assert named.actor == BOB, "who the event names wins over who asked for the write"
     failed = release(S.ROLLED_BACK)
     auto = environment.lock_after_failure(env, failed, at=AT)
-    [entry] = audit.entries(env, auto, [], at=AT)
+    [entry] = audit.entries([], auto, at=AT)
     assert (entry.kind, entry.actor, entry.detail["automatic"]) == (Kind.LOCKED, SHIPMATE, True)
 
 
@@ -302,6 +310,8 @@ def test_rollback_release_lifecycle() -> None:
     approved = rollback_release(S.APPROVED)
     deploying = rel.apply(approved, rel.StartDeploy(fence=1, previous_sha=sha(2)), at=AT)
     assert kinds(one(approved, deploying)) == [(Kind.DEPLOY_STARTED, SHIPMATE)]
-    entries = audit.entries(EnvState(name=ENV), None, [(None, approved)], at=AT)
+    env = env_state(("prod-1", sha(1)), ("prod-2", sha(2)))
+    change = environment.request_rollback(env, None, release_id="prod-3", by=REQUESTER, at=AT)
+    entries = audit.entries(change.releases, change.env, at=AT + 5)
     assert kinds(entries) == [(Kind.ROLLBACK_REQUESTED, REQUESTER)]
-    assert entries[0].at == approved.created_at
+    assert entries[0].at == change.releases[0].created_at == AT

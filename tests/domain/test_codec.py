@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain import release as rel
 from domain.codec import (
     commit_from_doc,
     commit_to_doc,
@@ -16,6 +19,7 @@ from domain.codec import (
     release_from_doc,
     release_to_doc,
 )
+from domain.history import render_history
 from domain.models import (
     Author,
     Commit,
@@ -29,6 +33,7 @@ from domain.models import (
     Step,
     StepStatus,
 )
+from domain.render import RenderOptions, render_release
 from tests.domain.factories import ALICE, BOB, author, commit, env_state, release, sha
 
 texts = st.text(max_size=30)
@@ -71,6 +76,7 @@ releases = st.builds(
     message_ts=st.none() | texts,
     steps=st.lists(steps, max_size=4).map(tuple),
     reason=st.none() | st.text(max_size=100),
+    cancelled_by=st.none() | users,
     rollback_target=st.none() | ids,
     previous_sha=st.none() | shas,
     fence=st.none() | st.integers(min_value=0, max_value=2**53),
@@ -144,6 +150,7 @@ def full_release() -> Release:
         message_ts="1700000000.000100",
         steps=(Step("pull", StepStatus.OK, "3 layers"), Step("health", StepStatus.FAILED)),
         reason="health check failed: 503",
+        cancelled_by=ALICE,
         rollback_target="prod-0",
         previous_sha=sha(7),
         fence=99,
@@ -154,12 +161,16 @@ def full_release() -> Release:
     )
 
 
+#: what the events applied since a read decided: audited with the write, never stored
+NOT_STORED = {"decisions"}
+
+
 def test_fully_populated_release_round_trips() -> None:
     """A release with every field set survives encoding, and no field is left at its default."""
     r = full_release()
     defaults = Release(id="x", env="x", state=ReleaseState.COLLECTING, created_at=0.0)
     for f in dataclasses.fields(Release):
-        if f.name not in ("id", "env", "created_at"):
+        if f.name not in {"id", "env", "created_at", *NOT_STORED}:
             assert getattr(r, f.name) != getattr(defaults, f.name), f.name
     assert release_from_doc(json.loads(json.dumps(release_to_doc(r)))) == r
 
@@ -167,13 +178,13 @@ def test_fully_populated_release_round_trips() -> None:
 def test_doc_stores_every_release_field() -> None:
     """The release doc has a key for every Release field, so none is silently dropped."""
     doc = release_to_doc(full_release())
-    assert set(doc) == {f.name for f in dataclasses.fields(Release)}
+    assert set(doc) == {f.name for f in dataclasses.fields(Release)} - NOT_STORED
 
 
 def test_env_doc_stores_every_field() -> None:
     """The environment doc has a key for every EnvState field."""
     doc = env_to_doc(env_state(("prod-1", sha(1))))
-    assert set(doc) == {f.name for f in dataclasses.fields(EnvState)}
+    assert set(doc) == {f.name for f in dataclasses.fields(EnvState)} - NOT_STORED
 
 
 def test_fully_populated_env_round_trips() -> None:
@@ -189,7 +200,7 @@ def test_fully_populated_env_round_trips() -> None:
     )
     defaults = EnvState(name="x")
     for f in dataclasses.fields(EnvState):
-        if f.name != "name":
+        if f.name not in {"name", *NOT_STORED}:
             assert getattr(e, f.name) != getattr(defaults, f.name), f.name
     assert env_from_doc(json.loads(json.dumps(env_to_doc(e)))) == e
 
@@ -238,3 +249,40 @@ def test_release_stored_before_block_reasons_and_deploy_start_loads() -> None:
     del doc["block_reasons"], doc["deploy_started_at"]
     loaded = release_from_doc(doc)
     assert (loaded.block_reasons, loaded.deploy_started_at) == ((), None)
+
+
+def test_decisions_are_not_stored() -> None:
+    """A value carrying decisions encodes like one without: they go to the audit stream."""
+    awaiting = release(ReleaseState.AWAITING_APPROVAL)
+    cancelled = rel.apply(awaiting, rel.Cancel(by=ALICE), at=1_700_000_500.0)
+    assert cancelled.decisions
+    assert release_to_doc(cancelled) == release_to_doc(replace(cancelled, decisions=()))
+    assert release_from_doc(release_to_doc(cancelled)).decisions == ()
+
+
+def cancelled_today() -> Release:
+    awaiting = release(ReleaseState.AWAITING_APPROVAL)
+    return rel.apply(awaiting, rel.Cancel(by=BOB), at=1_700_000_300.0)
+
+
+def as_written_before_cancelled_by(r: Release) -> dict[str, Any]:
+    """``r`` as versions before ``cancelled_by`` wrote it: the mention in the reason, no key."""
+    doc = release_to_doc(r)
+    del doc["cancelled_by"]
+    doc["reason"] = f"cancelled by <@{r.cancelled_by}>"
+    return doc
+
+
+def test_release_cancelled_by_an_older_version_loads_and_renders_the_same() -> None:
+    """An old document still loads, and its message and /history line read exactly as those
+    of a release cancelled today, whose stored reason names nobody."""
+    new = cancelled_today()
+    assert (new.cancelled_by, new.reason) == (BOB, None)
+    old = release_from_doc(json.loads(json.dumps(as_written_before_cancelled_by(new))))
+    assert (old.cancelled_by, old.reason) == (None, f"cancelled by <@{BOB}>")
+    options = RenderOptions()
+    assert render_release(old, options) == render_release(new, options)
+    assert f"cancelled by <@{BOB}>" in json.dumps(render_release(new, options).blocks)
+    history = [render_history(env_state(), [r], options) for r in (old, new)]
+    assert history[0] == history[1]
+    assert f"cancelled by <@{BOB}>" in json.dumps(history[1].blocks)

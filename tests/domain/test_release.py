@@ -44,6 +44,7 @@ EVENTS: dict[str, rel.Event] = {
     "mark_failed": rel.MarkFailed(reason="deploy failed"),
     "start_rollback": rel.StartRollback(reason="health check failed: 503"),
     "finish_rollback": rel.FinishRollback(healthy=True),
+    "resume_rollback": rel.ResumeRollback(fence=8),
     "retry": rel.Retry(reason="the previous worker stopped"),
     "give_up": rel.GiveUp(reason="shipmate gave up deploying it after 5 tries"),
     "progress": rel.Progress(step=Step("pull", StepStatus.RUNNING)),
@@ -69,6 +70,7 @@ ALLOWED: dict[str, dict[ReleaseState, ReleaseState]] = {
     "mark_failed": {S.DEPLOYING: S.FAILED, S.VERIFYING: S.FAILED},
     "start_rollback": {S.DEPLOYING: S.ROLLING_BACK, S.VERIFYING: S.ROLLING_BACK},
     "finish_rollback": {S.ROLLING_BACK: S.ROLLED_BACK},
+    "resume_rollback": {S.ROLLING_BACK: S.ROLLING_BACK},
     "retry": {S.DEPLOYING: S.APPROVED, S.VERIFYING: S.APPROVED},
     "give_up": {s: S.FAILED for s in (*DECIDING, S.DEPLOYING, S.VERIFYING, S.ROLLING_BACK)},
     "progress": {s: s for s in (S.DEPLOYING, S.VERIFYING, S.ROLLING_BACK)},
@@ -473,7 +475,7 @@ def test_mark_healthy_clears_reason() -> None:
 
 
 def test_cancel_names_who_cancelled() -> None:
-    """Cancelling records the canceller as the reason and finishes the release."""
+    """Cancelling records who cancelled (an id, not a mention) and finishes the release."""
     r = rel.apply(awaiting(), rel.Cancel(by=BOB), at=AT)
-    assert r.reason == f"cancelled by <@{BOB}>"
+    assert (r.cancelled_by, r.reason) == (BOB, None)
     assert r.finished_at == AT

@@ -8,7 +8,8 @@ The collector is lazy, as in production: batches are recounted only when it runs
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -22,8 +23,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from domain import environment
+from domain import audit, environment
 from domain import release as rel
+from domain.codec import env_to_doc, release_to_doc
 from domain.errors import (
     AlreadyLocked,
     BatchOutdated,
@@ -182,16 +184,29 @@ class ReleaseModel(RuleBasedStateMachine):
         return batch.commits != self.pending()
 
     def write(self, *releases: Release, env: EnvState | None = None) -> None:
-        """What Store.update writes, with the invariants every write must keep."""
+        """What Store.update writes, with the invariants every write must keep.
+
+        Like the store, it audits the decisions a value carries and stores it without them."""
         for new in releases:
             old = self.releases.get(new.id)
             if old is not None and old.is_terminal:
                 raise AssertionError(f"terminal release {old.id} ({old.state}) became {new.state}")
             if new.state is S.DEPLOYING and (old is None or old.state is not S.DEPLOYING):
                 self.check_may_deploy(new)
-            self.releases[new.id] = new
+            self.check_recorded(old, new)
+            self.releases[new.id] = replace(new, decisions=())
         if env is not None:
-            self.env = env
+            if env.lock != self.env.lock:
+                assert env.decisions, f"the lock of {ENV} changed without a decision"
+            self.env = replace(env, decisions=())
+
+    @staticmethod
+    def check_recorded(old: Release | None, new: Release) -> None:
+        """Every transition leaves an audit record, and every record but /unlock names who."""
+        entered = new.state is not (old.state if old is not None else S.COLLECTING)
+        assert not entered or new.decisions, f"{new.id} became {new.state} with no decision"
+        for entry in audit.entries([new], at=0.0):
+            assert entry.actor != audit.UNKNOWN, f"{new.id}: {entry.kind} names nobody"
 
     def check_may_deploy(self, r: Release) -> None:
         assert r.id not in self.deployed, f"{r.id} entered deploying twice"
@@ -585,6 +600,14 @@ class ReleaseModel(RuleBasedStateMachine):
         assert self.env.batch_release is None or (batch is not None and batch.state is S.COLLECTING)
         collecting = [r.id for r in self.releases.values() if r.state is S.COLLECTING]
         assert collecting == ([self.env.batch_release] if self.env.batch_release else [])
+
+    @invariant()
+    def nothing_stored_mentions_anyone(self) -> None:
+        """Stored state is plain data: mentions are made when rendering, never kept."""
+        docs = [env_to_doc(self.env), *(release_to_doc(r) for r in self.releases.values())]
+        for doc in docs:
+            stored = json.dumps(doc)
+            assert "<@" not in stored and "<#" not in stored, stored
 
     @invariant()
     def lock_holder_is_deploying(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bot.store import Job
+from bot.jobs import collect_job
 from tests.e2e.harness import ALICE, BOB, CHANNEL, Team
 
 T = TypeVar("T")
@@ -62,7 +62,7 @@ async def test_rollback_goes_live_within_a_second_behind_1000_collect_triggers(
     jobs_before = await redis.xlen(store.keys.jobs)
     most_waiting = 0
     for n in range(TRIGGERS):  # as a webhook flood would: one trigger per request
-        await store.enqueue(Job("collect", {"reason": "push", "n": str(n)}))
+        await store.enqueue(collect_job("push", n=str(n)))
         most_waiting = max(most_waiting, await _waiting(team, store.keys.collects))
     queued = await redis.xlen(store.keys.collects) - collects_before
     print(f"{TRIGGERS} collect triggers queued {queued} collects, at most {most_waiting} waiting")

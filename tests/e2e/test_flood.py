@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from bot.jobs import notice_job
 from bot.keys import JOBS_GROUP, Keys
 from bot.slackapi import NOTICE_BURST
 from domain.models import ReleaseState
-from handlers.intents import notice_job
 from slackemu import payloads
 from tests.e2e.harness import ALICE, CHANNEL, MALLORY, ONCALL, Team
 
