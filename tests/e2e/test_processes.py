@@ -60,6 +60,9 @@ async def test_web_and_worker_processes_release_from_env_config(
     worker = _spawn(["worker"], env, tmp_path / "worker.log")
     try:
         emulator.request_url = f"http://127.0.0.1:{port}/slack/events"
+        # the worker may post its batch before web listens: a person types only once
+        # web is up (otherwise Slack itself would answer dispatch_failed)
+        await _wait_serving(port, web, tmp_path / "web.log")
         # the worker polls on start; the batch appears without any trigger
         batch = await emulator.wait_for(
             lambda: next(
@@ -84,10 +87,12 @@ async def test_web_and_worker_processes_release_from_env_config(
     finally:
         for process in (web, worker):
             process.terminate()
-        for process, name in ((web, "web"), (worker, "worker")):
-            code = await asyncio.to_thread(process.wait, 10)
-            assert code == 0, f"{name} exited {code}:\n{(tmp_path / f'{name}.log').read_text()}"
+        # both are reaped before either is judged: an unreaped one would warn in a later test
+        codes = {"web": await asyncio.to_thread(web.wait, 10)}
+        codes["worker"] = await asyncio.to_thread(worker.wait, 10)
         _stop_demo_service(tmp_path)
+        for name, code in codes.items():
+            assert code == 0, f"{name} exited {code}:\n{(tmp_path / f'{name}.log').read_text()}"
 
 
 async def test_web_process_in_socket_mode_still_serves_http(
@@ -136,6 +141,24 @@ async def test_web_process_in_socket_mode_still_serves_http(
             web.terminate()
             code = await asyncio.to_thread(web.wait, 10)
         assert code == 0, (tmp_path / "web.log").read_text()
+
+
+async def _wait_serving(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until ``process`` answers GET /healthz on ``port``; fails at once if it exits (the
+    log is read only then, for the failure message)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    async with aiohttp.ClientSession() as session:
+        while True:
+            assert process.poll() is None, f"exited {process.returncode}: {log.read_text()}"  # noqa: ASYNC240
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass  # not listening yet
+            assert loop.time() < deadline, f"not serving after 20 s: {log.read_text()}"  # noqa: ASYNC240
+            await asyncio.sleep(0.05)
 
 
 async def _flush(server: RedisServer) -> None:
