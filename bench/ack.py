@@ -6,7 +6,7 @@ One run starts a private redis-server (AOF, fsync every second), the Slack emula
 the Web API (bolt's auth.test), and three HTTP servers, each in its own process the way
 `shipmate web` runs in production:
 
-* ``shipmate``: ``bot.app.start_web`` with a config of ``sandbox`` plus E environments;
+* ``shipmate``: ``bot.runtime.app.start_web`` with a config of ``sandbox`` plus E environments;
 * ``bare bolt (default)``: an AsyncApp whose listeners only ``await ack()``;
 * ``bare bolt (process_before_response)``: the same with ``process_before_response=True``
   (the mode shipmate runs in).
@@ -72,11 +72,11 @@ from bench.common import (
     summarize_ns,
     wait_until,
 )
-from bot.app import WARM_EVERY, make_store
-from bot.config import Config, load_config
-from bot.local import LocalStack
-from domain.codec import release_from_doc
-from slackemu import Channel, Message, SlackEmulator, User, payloads
+from bot.config.loader import Config, load_config
+from bot.domain.codec import release_from_doc
+from bot.local.slackemu import Channel, Message, SlackEmulator, User, payloads
+from bot.local.stack import LocalStack
+from bot.runtime.app import WARM_EVERY, make_store
 
 SECRET = "bench-signing-secret"
 TOKEN = "xoxb-bench"
@@ -133,7 +133,7 @@ def bare_bolt_app(api_url: str, *, process_before_response: bool) -> AsyncApp:
 
 
 def bolt_web_app(bolt: AsyncApp) -> web.Application:
-    """Served exactly as bot/web.py serves shipmate's bolt app."""
+    """Served exactly as bot/runtime/web.py serves shipmate's bolt app."""
 
     async def slack_events(request: web.Request) -> web.Response:
         bolt_request = await to_bolt_request(request)
@@ -145,7 +145,7 @@ def bolt_web_app(bolt: AsyncApp) -> web.Application:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from bot.app import connect_redis, slack_client, start_web
+    from bot.runtime.app import connect_redis, slack_client, start_web
 
     logging.basicConfig(  # as `shipmate web` does (bot/cli.py)
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -23,8 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bot.keys import JOBS_GROUP
-from bot.store import Store
+from bot.adapters.keys import JOBS_GROUP
+from bot.adapters.store import Store
 
 #: child processes started by this module and not yet reaped (see ``kill_leftovers``)
 _CHILDREN: set[subprocess.Popen[bytes]] = set()

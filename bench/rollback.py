@@ -5,9 +5,9 @@
                                       [--skip-swarm] [--trace] [--strict]
 
 Setup (untimed): a private redis-server (AOF on), the Slack emulator, shipmate's real web and
-one worker (``bot.local.start_stack``, in this process, the way the end-to-end tests run
+one worker (``bot.local.stack.start_stack``, in this process, the way the end-to-end tests run
 them), a git repository with commits v1 and v2, and for each a FROM-scratch busybox image
-serving ``/version`` and ``/healthz`` on ``127.0.0.1:$PORT`` (``bot/demoimage.py``). Two
+serving ``/version`` and ``/healthz`` on ``127.0.0.1:$PORT`` (``bot/local/demoimage.py``). Two
 environments, both ``approval: none``, host network, ``stop_timeout: 1s``, an HTTP health
 check every 50 ms: ``docker`` (one container) and ``swarm`` (one service). Both get v1 and
 then v2 released through signed ``/release`` commands.
@@ -77,13 +77,13 @@ from bench.common import (
     wait_until,
 )
 from bot import trace
-from bot.app import connect_redis
-from bot.config import load_config
-from bot.demo import PEOPLE, DemoRepo
-from bot.demoimage import LABEL, DockerKit
-from bot.local import LocalStack, start_stack
+from bot.config.loader import load_config
+from bot.local.demo import PEOPLE, DemoRepo
+from bot.local.demoimage import LABEL, DockerKit
+from bot.local.slackemu import SlackEmulator
+from bot.local.stack import LocalStack, start_stack
+from bot.runtime.app import connect_redis
 from deployer.docker import DockerBackend, DockerSpec, create_container
-from slackemu import SlackEmulator
 
 SECRET = "bench-signing-secret"
 TOKEN = "xoxb-bench"

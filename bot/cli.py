@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import Config, ConfigError, check_config, load_config
-from bot.durations import parse_duration
-from bot.logs import configure, log_format
-from bot.settings import Settings, SettingsError
+from bot.adapters.logs import configure, log_format
+from bot.config.durations import parse_duration
+from bot.config.loader import Config, ConfigError, check_config, load_config
+from bot.config.settings import Settings, SettingsError
 
 log = logging.getLogger("shipmate")
 
@@ -27,7 +27,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _web(settings: Settings, config: Config) -> None:
-    from bot.app import connect_redis, make_store, slack_client, start_web
+    from bot.runtime.app import connect_redis, make_store, slack_client, start_web
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -94,7 +94,7 @@ class WorkerTuning:
 
 
 async def _worker(settings: Settings, config: Config, tuning: WorkerTuning) -> None:
-    from bot.app import build_worker, connect_redis, make_store, slack_client
+    from bot.runtime.app import build_worker, connect_redis, make_store, slack_client
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -164,15 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_escaped("\n".join(lines))
         return 0 if config is not None else 1
     if args.command == "emulator":
-        from bot.emulator_cmd import run_emulator
+        from bot.local.emulator_cmd import run_emulator
 
         return run_emulator(args.port, args.request_url)
     if args.command == "demo" and args.serve:
-        from bot.emulator_cmd import serve_demo
+        from bot.local.emulator_cmd import serve_demo
 
         return serve_demo(args.port)
     if args.command == "demo":
-        from bot.demo import run_demo
+        from bot.local.demo import run_demo
 
         return asyncio.run(run_demo(keep=args.keep, docker=args.docker))
 

@@ -2,7 +2,7 @@
 
 The worker owns the release state machine and the Slack views; a backend only knows how
 to put one sha on one environment and says what it is doing through a :class:`Reporter`.
-These types are deliberately independent of ``bot.config`` so the composition root maps
+These types are deliberately independent of ``bot.config.loader`` so the composition root maps
 configuration onto them and backends stay testable without a config file.
 """
 
@@ -16,8 +16,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from domain.errors import ShipmateError
-from domain.models import StepStatus
+from bot.domain.errors import ShipmateError
+from bot.domain.models import StepStatus
 
 # fullmatch, not ^...$: "$" also matches before a trailing newline, and these values end up
 # in argv and environment variables.

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import docker.errors
 
 from bot import trace
+from bot.domain.models import StepStatus
 from deployer.argv import check_template, fill_text
 from deployer.base import (
     ArtifactMissing,
@@ -42,7 +43,6 @@ from deployer.dockerapi import (
     DockerUnreachable,
 )
 from deployer.dockerrules import container_name_problem, container_port_problem, host_port_problem
-from domain.models import StepStatus
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from bot.domain.models import StepStatus
 from deployer.argv import check_template, fill_argv, fill_text
 from deployer.base import DeployTarget, HealthResult, Reporter, format_seconds
 from deployer.shell import CommandNotRunnable, child_env, run_command, signal_name
-from domain.models import StepStatus
 
 
 @dataclass(frozen=True, slots=True)

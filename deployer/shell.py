@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from bot.domain.models import StepStatus
 from deployer.argv import check_template, fill_argv
 from deployer.base import DeployerError, DeployError, DeployTarget, Reporter, format_seconds
 from deployer.supervise import CANNOT_RUN
-from domain.models import StepStatus
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from docker.types import (
 )
 
 from bot import trace
+from bot.domain.models import StepStatus
 from deployer.argv import check_template, fill_text
 from deployer.base import (
     ArtifactMissing,
@@ -49,7 +50,6 @@ from deployer.dockerrules import (
     service_name_problem,
     swarm_ports_problem,
 )
-from domain.models import StepStatus
 
 log = logging.getLogger(__name__)
 

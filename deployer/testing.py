@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from domain.models import Step, StepStatus
+from bot.domain.models import Step, StepStatus
 
 
 @dataclass

@@ -24,10 +24,10 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.jobs import notice_job
-from bot.store import Conflict
-from domain import release as rel
-from domain.render import (
+from bot.adapters.store import Conflict
+from bot.domain import release as rel
+from bot.domain.jobs import notice_job
+from bot.domain.render import (
     APPROVE_ACTION,
     BLOCK_ACTION,
     BLOCK_REASON_INPUT,
@@ -36,7 +36,7 @@ from domain.render import (
     UNBLOCK_ACTION,
     block_reason_modal,
 )
-from handlers import intents
+from bot.services import intents
 from handlers.deps import BUSY, UNAVAILABLE, Deps, log_redis_failure, redis_errors_counted
 
 log = logging.getLogger(__name__)

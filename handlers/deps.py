@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from bot.config import Config
-from bot.metrics import RECORDER
-from bot.redisconn import describe, redis_not_ready
-from bot.store import Store
-from handlers import intents
+from bot.adapters.metrics import RECORDER
+from bot.adapters.redisconn import describe, redis_not_ready
+from bot.adapters.store import Store
+from bot.config.loader import Config
+from bot.services import intents
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
-from bot.jobs import collect_job
-from bot.keys import DEDUPE_TTL_SECONDS
-from bot.metrics import RECORDER
-from bot.store import Conflict, Duplicate, Snapshot, Store, Write
+from bot.adapters.keys import DEDUPE_TTL_SECONDS
+from bot.adapters.metrics import RECORDER
+from bot.adapters.store import Conflict, Duplicate, Snapshot, Store, Write
+from bot.domain.jobs import collect_job
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``/history [env]``: an environment's recent releases, answered only to whoever asked.
 
 A read, not an intent: one Lua script fetches the environment and its newest release
-documents, ``domain.history`` renders them, and the ack carries the answer, well inside
+documents, ``bot.domain.history`` renders them, and the ack carries the answer, well inside
 Slack's 3 s. Nothing is written, so a Redis outage only means "try again".
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.renderer import options_for
-from domain import commands
-from domain.errors import ShipmateError
-from domain.history import MAX_RELEASES, render_history
+from bot.domain import commands
+from bot.domain.errors import ShipmateError
+from bot.domain.history import MAX_RELEASES, render_history
+from bot.services.renderer import options_for
 from handlers.deps import Deps, log_redis_failure, redis_errors_counted
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The app runs with ``process_before_response=True``: a listener acks only after its
 write reached Redis. If Redis is not ready (down, restarting, LOADING, READONLY: see
-bot.redisconn) an event listener raises, the app's error handler answers 503 with one
+bot.adapters.redisconn) an event listener raises, the app's error handler answers 503 with one
 log line and Slack delivers the event again; a slash command gets a clear "try again".
 """
 
@@ -15,13 +15,14 @@ from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.response import BoltResponse
 
-from bot.logs import bind
-from bot.store import Conflict
-from domain import commands
-from domain.errors import ShipmateError
-from domain.models import Release, ReleaseState
-from domain.render import escape
-from handlers import buttons, intents
+from bot.adapters.logs import bind
+from bot.adapters.store import Conflict
+from bot.domain import commands
+from bot.domain.errors import ShipmateError
+from bot.domain.models import Release, ReleaseState
+from bot.domain.render import escape
+from bot.services import intents
+from handlers import buttons
 from handlers.deps import BUSY, UNAVAILABLE, Deps, log_redis_failure, redis_errors_counted
 from handlers.history import register_history
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from playwright.async_api import Page, async_playwright, expect
 
-from bot.demo import ALICE, BOB, CAROL, CHANNEL
-from bot.emulator_cmd import demo_stack
+from bot.local.demo import ALICE, BOB, CAROL, CHANNEL
+from bot.local.emulator_cmd import demo_stack
 
 ARGS = [
     "--no-sandbox",

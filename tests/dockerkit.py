@@ -1,6 +1,6 @@
 """Real Docker for tests: the engine, swarm mode, and tiny images built locally.
 
-The kit itself (names, builds, cleanup) is ``bot.demoimage.DockerKit``, shared with the
+The kit itself (names, builds, cleanup) is ``bot.local.demoimage.DockerKit``, shared with the
 benchmarks; this module adds the pytest fixtures. Images are ``FROM scratch`` plus Debian's static busybox serving ``/www`` with busybox
 httpd on a loopback port taken from ``$PORT`` (containers use host networking). No
 registry is involved. In CI (CI=true) a missing engine fails the run instead of skipping.
@@ -17,7 +17,7 @@ import docker
 import pytest
 from docker.errors import DockerException
 
-from bot.demoimage import LABEL, DockerKit
+from bot.local.demoimage import LABEL, DockerKit
 
 __all__ = [
     "LABEL",

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-PRODUCT = frozenset({"bot", "deployer", "domain", "handlers", "slackemu"})
+PRODUCT = frozenset({"bot", "deployer", "bot.domain", "handlers", "bot.local.slackemu"})
 
 
 def _modules() -> Iterator[tuple[str, ast.Module]]:
@@ -86,12 +86,12 @@ def test_bench_patches_no_product_code() -> None:
 
 def test_the_checks_catch_what_they_are_meant_to() -> None:
     tree = ast.parse(
-        "import bot.worker\n"
+        "import bot.runtime.worker\n"
         "from deployer.docker import DockerBackend\n"
         "from tests.dockerkit import DockerKit\n"
         "setattr(DockerBackend, '_swap', None)\n"
         "DockerBackend._survey = None\n"
-        "bot.worker.Worker._deploy = None\n"
+        "bot.runtime.worker.Worker._deploy = None\n"
         "mine = object()\n"
         "mine.field = 1\n"
     )
@@ -99,5 +99,5 @@ def test_the_checks_catch_what_they_are_meant_to() -> None:
     assert _patches(tree) == [
         "line 4: setattr(...)",
         "line 5: assigns DockerBackend._survey",
-        "line 6: assigns bot.worker.Worker._deploy",
+        "line 6: assigns bot.runtime.worker.Worker._deploy",
     ]

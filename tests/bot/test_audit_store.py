@@ -8,13 +8,13 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bot.keys import Keys
-from bot.store import Duplicate, Snapshot, Store, Write
-from domain import environment
-from domain import release as rel
-from domain.audit import Kind
-from domain.errors import NothingToRelease
-from domain.models import Author, Commit, Person, Release, ReleaseState
+from bot.adapters.keys import Keys
+from bot.adapters.store import Duplicate, Snapshot, Store, Write
+from bot.domain import environment
+from bot.domain import release as rel
+from bot.domain.audit import Kind
+from bot.domain.errors import NothingToRelease
+from bot.domain.models import Author, Commit, Person, Release, ReleaseState
 
 ALICE = "U0ALICE"
 BOB = "U0BOB"

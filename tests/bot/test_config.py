@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import (
+from bot.config.durations import format_duration, parse_duration
+from bot.config.loader import (
     ConfigError,
     ConfigProblem,
     EnvironmentConfig,
@@ -15,7 +16,6 @@ from bot.config import (
     check_config,
     load_config,
 )
-from bot.durations import format_duration, parse_duration
 from deployer.docker import DockerSpec
 from deployer.health import HealthSpec
 from deployer.shell import ShellSpec

@@ -22,8 +22,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.config import INT_RANGES, Config, ConfigError, check_config, load_config
-from bot.durations import MAX_SECONDS, MIN_SECONDS
+from bot.config.durations import MAX_SECONDS, MIN_SECONDS
+from bot.config.loader import INT_RANGES, Config, ConfigError, check_config, load_config
 from deployer.docker import DockerSpec
 from deployer.shell import ShellSpec
 from deployer.swarm import SwarmSpec

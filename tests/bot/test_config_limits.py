@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, Limits, check_config, load_config
-from bot.durations import parse_duration
-from bot.settings import Settings, SettingsError
+from bot.config.durations import parse_duration
+from bot.config.loader import ConfigError, Limits, check_config, load_config
+from bot.config.settings import Settings, SettingsError
 from deployer.docker import DockerSpec
 from deployer.swarm import SwarmSpec
 from tests.bot.test_config import MINIMAL, problems_of, write

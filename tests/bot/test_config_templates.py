@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_config
+from bot.config.loader import ConfigError, load_config
 from deployer.argv import fill_argv, fill_text
 from deployer.base import DeployTarget
 from deployer.docker import DockerSpec

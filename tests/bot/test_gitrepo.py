@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.gitrepo import GitError, GitMirror, is_branch_name
-from domain.models import Author
+from bot.adapters.gitrepo import GitError, GitMirror, is_branch_name
+from bot.domain.models import Author
 
 ALICE = Author("Alice Anders", "alice@example.com")
 BOB = Author("Bob Builder", "bob+shop@example.com")

@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from bot.jobs import (
+from bot.domain.jobs import (
     Job,
     JobKind,
     JobOutcome,
@@ -19,8 +19,8 @@ from bot.jobs import (
     render_job,
     thread_job,
 )
-from bot.worker import Worker, handler_for
-from domain.models import Release, ReleaseState
+from bot.domain.models import Release, ReleaseState
+from bot.runtime.worker import Worker, handler_for
 
 RELEASE = Release(
     id="eu-west-14",

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from bot.adapters.logs import JsonFormatter, bind, bound, log_format
 from bot.cli import main
-from bot.logs import JsonFormatter, bind, bound, log_format
 
 
 @pytest.fixture

@@ -20,10 +20,8 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.app import connect_redis
-from bot.jobs import Job, JobKind, collect_job
-from bot.keys import JOBS_GROUP, Keys
-from bot.metrics import (
+from bot.adapters.keys import JOBS_GROUP, Keys
+from bot.adapters.metrics import (
     APPROVAL_WAIT,
     DEPLOY_SECONDS,
     JOBS,
@@ -35,12 +33,14 @@ from bot.metrics import (
     Recorder,
     metrics_key,
 )
-from bot.slackapi import RateLimited, SlackGateway
-from bot.store import Snapshot, Store, Write
-from domain import environment
-from domain import release as rel
-from domain.models import Author, Commit, Person, Release
-from slackemu import SlackEmulator
+from bot.adapters.slackapi import RateLimited, SlackGateway
+from bot.adapters.store import Snapshot, Store, Write
+from bot.domain import environment
+from bot.domain import release as rel
+from bot.domain.jobs import Job, JobKind, collect_job
+from bot.domain.models import Author, Commit, Person, Release
+from bot.local.slackemu import SlackEmulator
+from bot.runtime.app import connect_redis
 from tests.conftest import RedisServer, free_port
 
 CHANNEL = "C0RELEASES"
@@ -178,7 +178,7 @@ async def serving(
         client=AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/"),
         signing_secret="test-secret",
     )
-    from bot.web import create_web_app
+    from bot.runtime.web import create_web_app
 
     app: web.Application = create_web_app(
         bolt, store, serve_slack_events=False, environments=environments, metrics=recorder

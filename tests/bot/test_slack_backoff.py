@@ -13,12 +13,12 @@ from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.app import connect_redis
-from bot.keys import Keys
-from bot.metrics import Recorder
-from bot.slackapi import SHARED_PAUSE, RateLimited, SlackGateway
-from slackemu import SlackEmulator
-from slackemu.models import ApiCall
+from bot.adapters.keys import Keys
+from bot.adapters.metrics import Recorder
+from bot.adapters.slackapi import SHARED_PAUSE, RateLimited, SlackGateway
+from bot.local.slackemu import SlackEmulator
+from bot.local.slackemu.models import ApiCall
+from bot.runtime.app import connect_redis
 from tests.conftest import RedisServer
 
 CHANNEL = "C0RELEASES"

@@ -9,14 +9,14 @@ from dataclasses import replace
 import pytest
 from redis.asyncio import Redis
 
-from bot.jobs import approvals_job
-from bot.keys import Keys
-from bot.locks import DeployLocks
-from bot.store import Duplicate, Snapshot, Store, Write
-from domain import environment
-from domain import release as rel
-from domain.errors import DomainError, ReleaseInProgress
-from domain.models import Author, Commit, EnvState, Person, Release, ReleaseState
+from bot.adapters.keys import Keys
+from bot.adapters.locks import DeployLocks
+from bot.adapters.store import Duplicate, Snapshot, Store, Write
+from bot.domain import environment
+from bot.domain import release as rel
+from bot.domain.errors import DomainError, ReleaseInProgress
+from bot.domain.jobs import approvals_job
+from bot.domain.models import Author, Commit, EnvState, Person, Release, ReleaseState
 
 ALICE = Person(email="alice@example.com", name="Alice", slack_user="U0ALICE")
 COMMIT = Commit(sha="a" * 40, title="Add cart", author=Author("Alice", "alice@example.com"))

@@ -11,11 +11,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bot.jobs import Job, JobKind, collect_job
-from bot.keys import JOBS_GROUP
-from bot.locks import DeployLocks, Liveness
-from bot.store import Store, Write
-from domain.models import EnvState
+from bot.adapters.keys import JOBS_GROUP
+from bot.adapters.locks import DeployLocks, Liveness
+from bot.adapters.store import Store, Write
+from bot.domain.jobs import Job, JobKind, collect_job
+from bot.domain.models import EnvState
 
 
 async def _entries(redis: Redis, stream: str) -> list[dict[str, str]]:
@@ -39,7 +39,7 @@ async def test_collect_triggers_coalesce_until_a_worker_starts_collecting(redis:
 
 
 async def test_a_decision_queues_collects_the_same_way(redis: Redis) -> None:
-    """Jobs written with a decision (bot.deploys, handlers.intents) go through the same gate."""
+    """Jobs written with a decision (bot.services.deploys, bot.services.intents) go through the same gate."""
     store = Store(redis)
     await store.enqueue(collect_job())
 

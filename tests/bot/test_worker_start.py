@@ -9,11 +9,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.app import build_worker
-from bot.keys import JOBS_GROUP
-from bot.metrics import RECORDER
-from bot.store import Store
-from slackemu import SlackEmulator
+from bot.adapters.keys import JOBS_GROUP
+from bot.adapters.metrics import RECORDER
+from bot.adapters.store import Store
+from bot.local.slackemu import SlackEmulator
+from bot.runtime.app import build_worker
 from tests.conftest import RedisServer, free_port
 from tests.e2e.harness import write_config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.cli import WorkerTuning
-from bot.settings import SettingsError
+from bot.config.settings import SettingsError
 
 
 def test_defaults_suit_production() -> None:

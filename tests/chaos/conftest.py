@@ -30,13 +30,13 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.app import make_store
-from bot.demo import DemoRepo
-from bot.jobs import collect_job
-from bot.keys import JOBS_GROUP
-from bot.store import Store
-from domain.models import EnvState, Release, ReleaseState
-from slackemu import SlackEmulator
+from bot.adapters.keys import JOBS_GROUP
+from bot.adapters.store import Store
+from bot.domain.jobs import collect_job
+from bot.domain.models import EnvState, Release, ReleaseState
+from bot.local.demo import DemoRepo
+from bot.local.slackemu import SlackEmulator
+from bot.runtime.app import make_store
 from tests.conftest import RedisServer, free_port
 
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class Proc:
 
     @property
     def consumer(self) -> str:
-        """Its name in the jobs consumer group (bot.worker.consumer_name)."""
+        """Its name in the jobs consumer group (bot.runtime.worker.consumer_name)."""
         return f"{socket.gethostname()}-{self.pid}"
 
     def text(self, since: int = 0) -> str:

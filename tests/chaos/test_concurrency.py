@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from domain.codec import release_from_doc
-from domain.models import Release, ReleaseKind, ReleaseState
+from bot.domain.codec import release_from_doc
+from bot.domain.models import Release, ReleaseKind, ReleaseState
 from tests.chaos.conftest import PEOPLE, RELEASE_ID, Rig, RigFactory, report
 
 pytestmark = pytest.mark.chaos

@@ -1,7 +1,7 @@
 """Outages of what shipmate depends on, for real: Redis gone for 30 s, the Docker daemon
 stopped in the middle of a deploy, Slack answering 429 to every chat.update for 30 s.
 
-shipmate's real web and worker run in this process (bot.local, the same code as the
+shipmate's real web and worker run in this process (bot.local.stack, the same code as the
 processes) against a private redis-server, the Slack emulator over real HTTP and, for
 Docker, the machine's real dockerd. Waits are on conditions with deadlines; the only
 durations are the outages themselves.
@@ -27,15 +27,15 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from bot.app import connect_redis
-from bot.config import load_config
-from bot.demo import PEOPLE, DemoRepo
-from bot.keys import JOBS_GROUP
-from bot.local import start_stack
-from bot.renderer import options_for
-from domain.models import Release, ReleaseState
-from domain.render import render_release
-from slackemu import SlackEmulator, payloads
+from bot.adapters.keys import JOBS_GROUP
+from bot.config.loader import load_config
+from bot.domain.models import Release, ReleaseState
+from bot.domain.render import render_release
+from bot.local.demo import PEOPLE, DemoRepo
+from bot.local.slackemu import SlackEmulator, payloads
+from bot.local.stack import start_stack
+from bot.runtime.app import connect_redis
+from bot.services.renderer import options_for
 from tests.chaos.conftest import report
 from tests.conftest import RedisServer, free_port
 from tests.dockerkit import DockerKit
@@ -118,7 +118,7 @@ async def start_crew(
     workdir: Path, server: RedisServer, *, poll_every: str = "1h", extra: str = ""
 ) -> Crew:
     """The e2e team (same config, people, repo), on a Redis client made like production's
-    (short timeouts: bot.app.connect_redis) so an outage looks the way it does in `web`."""
+    (short timeouts: bot.runtime.app.connect_redis) so an outage looks the way it does in `web`."""
     repo = DemoRepo(workdir / "repo")
     repo.commit(ALICE, "Initial shop", {"app/health": "ok\n"})
     write_config(workdir, port=free_port(), staging_port=free_port(), extra=extra)

@@ -10,7 +10,7 @@ from functools import partial
 
 import pytest
 
-from domain.models import Release, ReleaseState
+from bot.domain.models import Release, ReleaseState
 from tests.chaos.conftest import CHANNEL, Rig, RigFactory, report
 
 pytestmark = pytest.mark.chaos

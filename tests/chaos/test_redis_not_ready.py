@@ -4,7 +4,7 @@ Redis that is down is: a command answers "try again" in time, an event gets a 50
 warning line and no traceback, and once Redis is ready again the event Slack delivers
 again is recorded, once.
 
-`web` talks to Redis through a client made like production's (bot.app.connect_redis), which
+`web` talks to Redis through a client made like production's (bot.runtime.app.connect_redis), which
 retries a not-ready Redis briefly; each condition lasts until the test ends it, so the
 answers are given while Redis is not ready, however slow the machine.
 """
@@ -25,8 +25,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError
 
-from bot.app import connect_redis
-from domain.render import APPROVE_ACTION
+from bot.domain.render import APPROVE_ACTION
+from bot.runtime.app import connect_redis
 from tests.chaos.test_outages import (
     ACK_LIMIT,
     Crew,
@@ -49,7 +49,7 @@ KEY_LOAD_DELAY_US = 1000
 #: command gets its LOADING in about 0.1 s rather than once the load is done
 LOADING_ANSWER_EVERY_BYTES = 1024
 #: the loggers of `web` (the worker runs in the same process and logs on its own)
-WEB_LOGGERS = ("handlers", "slack_bolt", "bot.web", "aiohttp")
+WEB_LOGGERS = ("handlers", "slack_bolt", "bot.runtime.web", "aiohttp")
 
 
 @dataclass(frozen=True)

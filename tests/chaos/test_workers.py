@@ -15,7 +15,7 @@ from functools import partial
 
 import pytest
 
-from domain.models import ReleaseState
+from bot.domain.models import ReleaseState
 from tests.chaos.conftest import (
     CHANNEL,
     DeployLine,

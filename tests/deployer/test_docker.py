@@ -15,7 +15,8 @@ from typing import Any
 import docker
 import pytest
 
-from bot.demoimage import ImageKind
+from bot.domain.models import StepStatus
+from bot.local.demoimage import ImageKind
 from deployer.base import (
     ArtifactMissing,
     Backend,
@@ -28,7 +29,6 @@ from deployer.base import (
 from deployer.docker import DockerBackend, DockerSpec
 from deployer.dockerapi import DockerApi, DockerNotFound, DockerUnreachable
 from deployer.testing import RecordingReporter
-from domain.models import StepStatus
 from tests.conftest import free_port
 from tests.dockerkit import DockerKit
 

@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bot.domain.models import StepStatus
 from deployer.base import DeployTarget, HealthCheckFailed, HealthResult
 from deployer.health import HealthSpec, check_health
 from deployer.testing import RecordingReporter
-from domain.models import StepStatus
 from tests.deployer.util import SHA, pid_gone, read_pid, wait_until, write_script
 
 TARGET = DeployTarget(env="staging", sha=SHA)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from bot.domain.models import StepStatus
 from deployer.base import Backend, DeployError, DeployTarget
 from deployer.shell import OutputLog, ShellBackend, ShellSpec
 from deployer.testing import RecordingReporter
-from domain.models import StepStatus
 from tests.deployer.util import SHA, pid_gone, read_pid, wait_until, write_script
 
 TARGET = DeployTarget(env="sandbox", sha=SHA)

@@ -18,7 +18,8 @@ import pytest
 from aiohttp import web
 from docker.types import ContainerSpec, ServiceMode, TaskTemplate
 
-from bot.demoimage import ImageKind
+from bot.domain.models import StepStatus
+from bot.local.demoimage import ImageKind
 from deployer.base import (
     ArtifactMissing,
     Backend,
@@ -30,7 +31,6 @@ from deployer.base import (
 from deployer.dockerapi import DockerApi
 from deployer.swarm import LABEL_MANAGED, LABEL_SHA, NOT_A_MANAGER, SwarmBackend, SwarmSpec
 from deployer.testing import RecordingReporter
-from domain.models import StepStatus
 from tests.conftest import free_port
 from tests.dockerkit import DockerKit, docker_engine, swarm  # noqa: F401
 

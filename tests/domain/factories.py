@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from domain.models import (
+from bot.domain.models import (
     Author,
     Commit,
     EnvState,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain import approvals
-from domain.models import Person, ReleaseState
+from bot.domain import approvals
+from bot.domain.models import Person, ReleaseState
 from tests.domain.factories import (
     ALICE,
     BOB,

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain import audit, environment
-from domain import release as rel
-from domain.audit import SHIPMATE, UNKNOWN, Entry, Kind
-from domain.errors import DomainError
-from domain.models import EnvState, Release, ReleaseState, Step, StepStatus
+from bot.domain import audit, environment
+from bot.domain import release as rel
+from bot.domain.audit import SHIPMATE, UNKNOWN, Entry, Kind
+from bot.domain.errors import DomainError
+from bot.domain.models import EnvState, Release, ReleaseState, Step, StepStatus
 from tests.domain.factories import (
     ALICE,
     BOB,

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from domain import approvals
-from domain import release as rel
-from domain.errors import InvalidTransition, NotInvolved
-from domain.models import EnvLock, ReleaseState
-from domain.render import (
+from bot.domain import approvals
+from bot.domain import release as rel
+from bot.domain.errors import InvalidTransition, NotInvolved
+from bot.domain.models import EnvLock, ReleaseState
+from bot.domain.render import (
     APPROVE_ACTION,
     BLOCK_ACTION,
     BLOCK_REASON_INPUT,

@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain import release as rel
-from domain.codec import (
+from bot.domain import release as rel
+from bot.domain.codec import (
     commit_from_doc,
     commit_to_doc,
     env_from_doc,
@@ -19,8 +19,8 @@ from domain.codec import (
     release_from_doc,
     release_to_doc,
 )
-from domain.history import render_history
-from domain.models import (
+from bot.domain.history import render_history
+from bot.domain.models import (
     Author,
     Commit,
     EnvLock,
@@ -33,7 +33,7 @@ from domain.models import (
     Step,
     StepStatus,
 )
-from domain.render import RenderOptions, render_release
+from bot.domain.render import RenderOptions, render_release
 from tests.domain.factories import ALICE, BOB, author, commit, env_state, release, sha
 
 texts = st.text(max_size=30)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.commands import MAX_TEXT, Action, Command, parse, usage
-from domain.errors import DomainError, UsageError
+from bot.domain.commands import MAX_TEXT, Action, Command, parse, usage
+from bot.domain.errors import DomainError, UsageError
 
 ENVS = ("staging", "prod")
 ONE = ("staging",)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.commits import (
+from bot.domain.commits import (
     LOG_FORMAT,
     co_authors,
     merge_title,
@@ -14,7 +14,7 @@ from domain.commits import (
     pr_link,
     split_message,
 )
-from domain.models import Author, Commit
+from bot.domain.models import Author, Commit
 
 SHA_A = "a" * 40
 SHA_B = "b" * 40

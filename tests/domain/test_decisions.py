@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from domain import audit, environment
-from domain import release as rel
-from domain.models import DecisionKind, Release, ReleaseState
+from bot.domain import audit, environment
+from bot.domain import release as rel
+from bot.domain.models import DecisionKind, Release, ReleaseState
 from tests.domain.factories import ALICE, BOB, REQUESTER, env_state, release, sha
 from tests.domain.test_release import ALLOWED, EVENTS
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from domain import environment
-from domain import release as rel
-from domain.errors import (
+from bot.domain import environment
+from bot.domain import release as rel
+from bot.domain.errors import (
     AlreadyLocked,
     BatchOutdated,
     InvalidTransition,
@@ -15,7 +15,7 @@ from domain.errors import (
     NotLocked,
     ReleaseInProgress,
 )
-from domain.models import (
+from bot.domain.models import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     EnvState,

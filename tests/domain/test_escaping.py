@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from domain.render import FENCE, clip, code_block, defuse, escape, mention
+from bot.domain.render import FENCE, clip, code_block, defuse, escape, mention
 
 HOSTILE = "<!channel> <https://evil.example|login> <@U0ALICE> &amp; ``` `x` ````"
 

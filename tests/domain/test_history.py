@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.history import (
+from bot.domain.history import (
     MAX_RELEASES,
     SECTION_LIMIT,
     TEXT_LIMIT,
@@ -18,8 +18,8 @@ from domain.history import (
     recent,
     render_history,
 )
-from domain.models import EnvLock, Person, Release, ReleaseState
-from domain.render import Rendered, RenderOptions
+from bot.domain.models import EnvLock, Person, Release, ReleaseState
+from bot.domain.render import Rendered, RenderOptions
 from tests.domain.factories import (
     ALICE,
     BOB,

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain import release as rel
-from domain.errors import DomainError, InvalidTransition, NotInvolved
-from domain.models import TERMINAL_STATES, Release, ReleaseState, Step, StepStatus
+from bot.domain import release as rel
+from bot.domain.errors import DomainError, InvalidTransition, NotInvolved
+from bot.domain.models import TERMINAL_STATES, Release, ReleaseState, Step, StepStatus
 from tests.domain.factories import (
     ALICE,
     BOB,

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.models import Person, Release, ReleaseState, Step, StepStatus
-from domain.render import (
+from bot.domain.models import Person, Release, ReleaseState, Step, StepStatus
+from bot.domain.render import (
     MAX_LISTED_COMMITS,
     Block,
     RenderOptions,
@@ -374,9 +374,9 @@ def test_rendering_is_deterministic(state: ReleaseState) -> None:
 
 _SUBPROCESS = """
 import json
-from domain.render import RenderOptions, render_release
+from bot.domain.render import RenderOptions, render_release
 from tests.domain.factories import person, release, DAVE_UNMAPPED
-from domain.models import ReleaseState
+from bot.domain.models import ReleaseState
 users = frozenset(f"U{i}" for i in range(30))
 r = release(ReleaseState.BLOCKED, people=tuple(person(u, u) for u in sorted(users)) + (DAVE_UNMAPPED,),
             approvals=users, blocks=users, stand_ins=tuple(sorted(users, reverse=True)))

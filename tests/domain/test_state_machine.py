@@ -1,7 +1,7 @@
 """One environment driven through random histories, exactly as the store and worker drive it.
 
-Every step calls ``domain.release.apply`` or a ``domain.environment`` function the way
-``handlers.intents``, ``bot.collector`` and ``bot.deploys`` do, treating a DomainError as
+Every step calls ``bot.domain.release.apply`` or a ``bot.domain.environment`` function the way
+``bot.services.intents``, ``bot.services.collector`` and ``bot.services.deploys`` do, treating a DomainError as
 a refusal, and checks each outcome against a small reference model of who must approve.
 The collector is lazy, as in production: batches are recounted only when it runs.
 """
@@ -23,10 +23,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from domain import audit, environment
-from domain import release as rel
-from domain.codec import env_to_doc, release_to_doc
-from domain.errors import (
+from bot.domain import audit, environment
+from bot.domain import release as rel
+from bot.domain.codec import env_to_doc, release_to_doc
+from bot.domain.errors import (
     AlreadyLocked,
     BatchOutdated,
     DomainError,
@@ -37,7 +37,7 @@ from domain.errors import (
     NotLocked,
     ReleaseInProgress,
 )
-from domain.models import (
+from bot.domain.models import (
     Author,
     Commit,
     EnvState,
@@ -105,7 +105,7 @@ def involved_of(commits: tuple[Commit, ...]) -> tuple[frozenset[str], bool]:
 
 
 def resolve(commits: tuple[Commit, ...]) -> tuple[Person, ...]:
-    """What bot.people.resolve returns: one Person per e-mail, in order of appearance."""
+    """What bot.services.people.resolve returns: one Person per e-mail, in order of appearance."""
     people: dict[str, Person] = {}
     for c in commits:
         for a in c.involved():
@@ -229,7 +229,7 @@ class ReleaseModel(RuleBasedStateMachine):
             assert not unmapped or info.approvals & info.stand_ins
 
     def collect(self) -> None:
-        """bot.collector.Collector.collect_env and _decide, for one environment."""
+        """bot.services.collector.Collector.collect_env and _decide, for one environment."""
         active = self.get(self.env.active_release)
         base = environment.batch_base(self.env, active)
         commits = self.commits_after(base)
@@ -287,7 +287,7 @@ class ReleaseModel(RuleBasedStateMachine):
     @precondition(lambda self: self.env.batch_release is not None)
     @rule(user=users, then_approve=st.booleans())
     def slash_release(self, user: str, then_approve: bool) -> None:
-        """handlers.intents.request_release, maybe followed by everyone's approve reactions."""
+        """bot.services.intents.request_release, maybe followed by everyone's approve reactions."""
         self.request_release(user)
         if then_approve and self.active_state() in (S.AWAITING_APPROVAL, S.BLOCKED):
             self.everyone_approves()
@@ -337,7 +337,7 @@ class ReleaseModel(RuleBasedStateMachine):
         added=st.sampled_from([True, True, False]),
     )
     def react(self, n: int, user: str, verdict: rel.Verdict, added: bool) -> None:
-        """handlers.intents.record_reaction on the message of any release."""
+        """bot.services.intents.record_reaction on the message of any release."""
         current = self.pick(n)
         if current is None:
             return
@@ -406,7 +406,7 @@ class ReleaseModel(RuleBasedStateMachine):
     @precondition(lambda self: self.env.history)
     @rule(user=users, then_deploy=st.booleans())
     def slash_rollback(self, user: str, then_deploy: bool) -> None:
-        """handlers.intents.request_rollback, maybe followed by a worker deploying it."""
+        """bot.services.intents.request_rollback, maybe followed by a worker deploying it."""
         self.request_rollback(user)
         if then_deploy and self.lock is None and self.model_approved():
             self.whole_deploy(True)
@@ -434,7 +434,7 @@ class ReleaseModel(RuleBasedStateMachine):
         self.write(*change.releases, env=change.env)
 
     def slash_lock(self, user: str) -> None:
-        """handlers.intents: /lock (a second /lock is refused)."""
+        """bot.services.intents: /lock (a second /lock is refused)."""
         if self.env.lock is not None:
             with pytest.raises(AlreadyLocked):
                 environment.lock(self.env, by=user, reason="again", at=self.now())
@@ -448,7 +448,7 @@ class ReleaseModel(RuleBasedStateMachine):
     @precondition(lambda self: self.env.lock is not None)
     @rule()
     def slash_unlock(self) -> None:
-        """handlers.intents: /unlock (a second /unlock is refused)."""
+        """bot.services.intents: /unlock (a second /unlock is refused)."""
         env = environment.unlock(self.env)
         assert env.lock is None
         with pytest.raises(NotLocked):
@@ -468,7 +468,7 @@ class ReleaseModel(RuleBasedStateMachine):
         return sorted(ready, key=lambda r: r.id)
 
     def start_deploy(self, current: Release) -> Release | None:
-        """bot.deploys.DeployRunner._claim under a fresh deploy lock (None: not claimed)."""
+        """bot.services.deploys.DeployRunner._claim under a fresh deploy lock (None: not claimed)."""
         if current.state is not S.APPROVED or environment.waits_for_lock(self.env, current):
             return None
         self.fence += 1
@@ -567,7 +567,7 @@ class ReleaseModel(RuleBasedStateMachine):
         self.lock = None
 
     def fail(self, current: Release) -> None:
-        """bot.deploys: failed and rolling back in one write when there is a previous sha."""
+        """bot.services.deploys: failed and rolling back in one write when there is a previous sha."""
         if current.kind is ReleaseKind.ROLLBACK or current.previous_sha is None:
             self.finished_unhealthy(
                 self.apply(current, rel.MarkFailed(reason="health check failed: 503"))
@@ -576,7 +576,7 @@ class ReleaseModel(RuleBasedStateMachine):
             self.write(self.apply(current, rel.StartRollback(reason="health check failed: 503")))
 
     def finished_unhealthy(self, done: Release) -> None:
-        """bot.deploys.DeployRunner._after_failure."""
+        """bot.services.deploys.DeployRunner._after_failure."""
         if done.head_sha and done.head_sha != self.env.live_sha:
             self.bad.add(done.head_sha)
         env = environment.finished_unhealthy(self.env, done)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from bot.config import Config, load_config
-from bot.demo import DEPLOY, PEOPLE, SERVICE, DemoRepo
-from bot.local import LocalStack, start_stack
-from domain.models import Release
-from slackemu import Message, SlackEmulator
+from bot.config.loader import Config, load_config
+from bot.domain.models import Release
+from bot.local.demo import DEPLOY, PEOPLE, SERVICE, DemoRepo
+from bot.local.slackemu import Message, SlackEmulator
+from bot.local.stack import LocalStack, start_stack
 from tests.conftest import free_port
 
 CHANNEL = "C0RELEASES"

@@ -6,9 +6,9 @@ block asks why (a modal for the button, the thread for a reaction), shown to eve
 
 from __future__ import annotations
 
-from domain.models import ReleaseState
-from domain.render import APPROVE_ACTION, BLOCK_ACTION, CANCEL_ACTION, UNBLOCK_ACTION
-from slackemu import Message
+from bot.domain.models import ReleaseState
+from bot.domain.render import APPROVE_ACTION, BLOCK_ACTION, CANCEL_ACTION, UNBLOCK_ACTION
+from bot.local.slackemu import Message
 from tests.conftest import RedisServer
 from tests.e2e.harness import ALICE, BOB, CHANNEL, MALLORY, Team, rendered
 

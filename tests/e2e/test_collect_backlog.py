@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bot.jobs import collect_job
+from bot.domain.jobs import collect_job
 from tests.e2e.harness import ALICE, BOB, CHANNEL, Team
 
 T = TypeVar("T")

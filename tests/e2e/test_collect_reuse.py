@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bot.keys import JOBS_GROUP
-from domain.models import Commit
+from bot.adapters.keys import JOBS_GROUP
+from bot.domain.models import Commit
 from tests.e2e.harness import ALICE, BOB, Team
 
 

@@ -10,7 +10,7 @@ import docker
 import pytest
 from redis.asyncio import Redis
 
-from bot.demoimage import ImageKind
+from bot.local.demoimage import ImageKind
 from tests.conftest import free_port
 from tests.dockerkit import DockerKit
 from tests.e2e.harness import ALICE, BOB, CAROL, CHANNEL, ONCALL, Team, rendered, running_team

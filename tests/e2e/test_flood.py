@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.jobs import notice_job
-from bot.keys import JOBS_GROUP, Keys
-from bot.slackapi import NOTICE_BURST
-from domain.models import ReleaseState
-from slackemu import payloads
+from bot.adapters.keys import JOBS_GROUP, Keys
+from bot.adapters.slackapi import NOTICE_BURST
+from bot.domain.jobs import notice_job
+from bot.domain.models import ReleaseState
+from bot.local.slackemu import payloads
 from tests.e2e.harness import ALICE, CHANNEL, MALLORY, ONCALL, Team
 
 pytestmark = pytest.mark.http_only

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.demo import DemoRepo
+from bot.local.demo import DemoRepo
+from bot.local.slackemu import SlackEmulator
 from handlers.github import NOT_CONFIGURED, sign
-from slackemu import SlackEmulator
 from tests.conftest import RedisServer, free_port
 from tests.e2e.harness import ALICE, BOB, CHANNEL, Team, rendered, write_config
 

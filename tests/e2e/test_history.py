@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from domain.audit import SHIPMATE, Kind
+from bot.domain.audit import SHIPMATE, Kind
 from tests.conftest import RedisServer
 from tests.e2e.harness import ALICE, BOB, CAROL, CHANNEL, Team, rendered
 

@@ -17,10 +17,10 @@ import pytest
 from redis.asyncio import Redis
 from slack_sdk.signature import Clock, SignatureVerifier
 
-from bot.keys import JOBS_GROUP
-from bot.web import verify_slack_signature
-from slackemu import payloads
-from slackemu.signing import signature
+from bot.adapters.keys import JOBS_GROUP
+from bot.local.slackemu import payloads
+from bot.local.slackemu.signing import signature
+from bot.runtime.web import verify_slack_signature
 from tests.e2e.harness import ALICE, BOB, CHANNEL, Team, rendered
 
 #: every request here is an HTTP delivery to POST /slack/events (Socket Mode has no signatures)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from domain.models import ReleaseState
+from bot.domain.models import ReleaseState
 from tests.conftest import free_port
 from tests.e2e.harness import ALICE, BOB, CHANNEL, NAMES, Team, running_team
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.keys import JOBS_GROUP, Keys
-from bot.store import Snapshot, Write
-from domain import environment
-from domain.models import ReleaseState
+from bot.adapters.keys import JOBS_GROUP, Keys
+from bot.adapters.store import Snapshot, Write
+from bot.domain import environment
+from bot.domain.models import ReleaseState
 from tests.e2e.harness import ALICE, CHANNEL, Team
 
 pytestmark = pytest.mark.http_only
@@ -71,12 +71,16 @@ async def test_a_deploy_job_an_older_version_queued_without_env_waits_for_the_lo
 async def test_a_job_of_an_unknown_kind_is_dropped_with_one_log_line(
     team: Team, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.worker")
+    caplog.set_level(logging.INFO, logger="bot.runtime.worker")
     redis, keys = team.stack.redis, team.stack.store.keys
     await redis.xadd(keys.jobs, {"kind": "reticulate", "release": "sandbox-9"})
     await _wait_drained(team)
 
-    said = [r for r in caplog.records if r.name == "bot.worker" and "reticulate" in r.getMessage()]
+    said = [
+        r
+        for r in caplog.records
+        if r.name == "bot.runtime.worker" and "reticulate" in r.getMessage()
+    ]
     assert [r.getMessage() for r in said] == ["unknown job kind 'reticulate'; dropping it"]
     assert said[0].levelno == logging.ERROR
     assert await redis.xlen(keys.dead_letters) == 0

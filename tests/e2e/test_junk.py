@@ -17,7 +17,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from bot.web import MAX_NESTING
+from bot.runtime.web import MAX_NESTING
 from tests.e2e.harness import CHANNEL, Team
 from tests.e2e.test_hostile import FORM, dump, ready, slash_body
 

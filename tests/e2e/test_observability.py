@@ -19,9 +19,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from bot.demo import DemoRepo
-from bot.logs import JsonFormatter
-from slackemu import SlackEmulator
+from bot.adapters.logs import JsonFormatter
+from bot.local.demo import DemoRepo
+from bot.local.slackemu import SlackEmulator
 from tests.conftest import RedisServer, free_port
 from tests.e2e.harness import ALICE, BOB, CAROL, CHANNEL, WAIT, Team, write_config
 
@@ -134,7 +134,7 @@ async def test_metrics_and_logs_after_a_release_goes_live_and_another_rolls_back
     lines = [json.loads(line) for line in logged.getvalue().splitlines()]
     live = _one(lines, "release staging-1 is live")
     assert (live["release"], live["env"], live["kind"]) == ("staging-1", "staging", "deploy")
-    assert live["logger"] == "bot.deploys" and live["job"]
+    assert live["logger"] == "bot.services.deploys" and live["job"]
     rolled = _one(lines, "release staging-2: rolled back to")
     assert (rolled["release"], rolled["env"]) == ("staging-2", "staging")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.demo import PEOPLE, DemoRepo
-from slackemu import SlackEmulator
+from bot.local.demo import PEOPLE, DemoRepo
+from bot.local.slackemu import SlackEmulator
 from tests.conftest import RedisServer, free_port
 from tests.e2e.harness import ALICE, BOB, CHANNEL, rendered, write_config
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from redis.exceptions import RedisError
 
-from slackemu import Message
+from bot.local.slackemu import Message
 from tests.conftest import RedisServer
 from tests.e2e.harness import ALICE, BOB, CAROL, CHANNEL, MALLORY, ONCALL, Team, rendered
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from domain.models import ReleaseKind, ReleaseState
+from bot.domain.models import ReleaseKind, ReleaseState
 from tests.e2e.harness import ALICE, BOB, CAROL, CHANNEL, ONCALL, Team, rendered
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.keys import Keys
-from bot.web import Replays
-from domain.render import APPROVE_ACTION, BLOCK_REASON_INPUT, BLOCK_REASON_VIEW
-from slackemu import payloads
+from bot.adapters.keys import Keys
+from bot.domain.render import APPROVE_ACTION, BLOCK_REASON_INPUT, BLOCK_REASON_VIEW
+from bot.local.slackemu import payloads
+from bot.runtime.web import Replays
 from tests.conftest import RedisServer
 from tests.e2e.harness import ALICE, BOB, CHANNEL, Team, rendered
 from tests.e2e.test_hostile import FORM, _frozen, _reaction, event_body, settled, slash_body
@@ -78,7 +78,7 @@ def block_reason_body(team: Team, ts: str, user: str, reason: str) -> bytes:
     }
     payload = {
         "type": "view_submission",
-        "team": {"id": ident.team_id, "domain": ident.team_domain},
+        "team": {"id": ident.team_id, "bot.domain": ident.team_domain},
         "user": {"id": user, "team_id": ident.team_id},
         "api_app_id": ident.app_id,
         "token": payloads.VERIFICATION_TOKEN,

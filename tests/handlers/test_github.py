@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from bot.keys import Keys
-from bot.store import Store
+from bot.adapters.keys import Keys
+from bot.adapters.store import Store
 from handlers.github import (
     GITHUB_PATH,
     NOT_CONFIGURED,

@@ -10,7 +10,7 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slackemu import SlackEmulator
+from bot.local.slackemu import SlackEmulator
 
 SECRET = "s3cret"
 TOKEN = "xoxb-test"

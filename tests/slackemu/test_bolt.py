@@ -9,7 +9,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slackemu import SlackEmulator
+from bot.local.slackemu import SlackEmulator
 
 from .conftest import SECRET, TOKEN, serve
 

@@ -23,11 +23,17 @@ from redis.asyncio import Redis
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.demo import PEOPLE, DemoRepo
-from bot.local import start_stack
-from slackemu import SlackEmulator
-from slackemu.browser import FAILURE_TEXT, button_html, confirm_json, modal_json, mrkdwn_html
-from slackemu.views import View
+from bot.local.demo import PEOPLE, DemoRepo
+from bot.local.slackemu import SlackEmulator
+from bot.local.slackemu.browser import (
+    FAILURE_TEXT,
+    button_html,
+    confirm_json,
+    modal_json,
+    mrkdwn_html,
+)
+from bot.local.slackemu.views import View
+from bot.local.stack import start_stack
 from tests.conftest import IN_CI, free_port
 from tests.e2e.harness import ALICE, BOB, CHANNEL, write_config
 

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
-from slackemu import SlackEmulator
+from bot.local.slackemu import SlackEmulator
 
 from .conftest import SECRET, Received, Receiver, make_emulator, populate, serve
 

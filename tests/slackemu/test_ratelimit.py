@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from slackemu.ratelimit import RateLimiter
+from bot.local.slackemu.ratelimit import RateLimiter
 
 
 def test_sliding_window_and_forced_limits() -> None:

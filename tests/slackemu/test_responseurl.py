@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from slackemu import SlackEmulator
+from bot.local.slackemu import SlackEmulator
 
 from .conftest import Receiver
 

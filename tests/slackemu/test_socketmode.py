@@ -20,7 +20,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slackemu import SlackEmulator
+from bot.local.slackemu import SlackEmulator
 
 from .conftest import TOKEN, make_emulator, populate
 
@@ -325,7 +325,7 @@ async def test_bolt_socket_mode_handler_works_unmodified() -> None:
 
 
 def test_envelope_payload_is_the_http_body_as_json() -> None:
-    from slackemu.socketmode import envelope_payload
+    from bot.local.slackemu.socketmode import envelope_payload
 
     form = b"command=%2Frelease&text=a+b&token=t"
     assert envelope_payload("slash_command", form) == {
@@ -334,7 +334,7 @@ def test_envelope_payload_is_the_http_body_as_json() -> None:
         "token": "t",
     }
     payload = {"type": "block_actions", "actions": []}
-    from slackemu.payloads import form_payload
+    from bot.local.slackemu.payloads import form_payload
 
     assert envelope_payload("block_actions", form_payload(payload)) == payload
     assert envelope_payload("event", json.dumps({"type": "event_callback"}).encode()) == {

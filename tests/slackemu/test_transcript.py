@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slackemu import SlackEmulator
-from slackemu.blockkit import render_blocks, render_mrkdwn
+from bot.local.slackemu import SlackEmulator
+from bot.local.slackemu.blockkit import render_blocks, render_mrkdwn
 
 NAMES = {"U0ALICE": "alice", "C0RELEASES": "releases"}
 

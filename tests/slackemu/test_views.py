@@ -15,8 +15,8 @@ from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slackemu import SlackEmulator
-from slackemu.views import TRIGGER_LIFETIME
+from bot.local.slackemu import SlackEmulator
+from bot.local.slackemu.views import TRIGGER_LIFETIME
 
 from .conftest import REASON_MODAL, TOKEN, make_emulator, modal_app, populate, serve
 from .test_bolt import APPROVAL_BLOCKS

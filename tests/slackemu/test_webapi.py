@@ -12,7 +12,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from slackemu import SlackEmulator
+from bot.local.slackemu import SlackEmulator
 
 from .conftest import TOKEN, make_emulator
 

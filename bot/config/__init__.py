@@ -1,0 +1,1 @@
+"""The configuration file into typed values (loader), the environment variables (settings)."""

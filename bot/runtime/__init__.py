@@ -1,0 +1,1 @@
+"""The processes (`web`, `worker`, Socket Mode) and the composition root wiring them."""

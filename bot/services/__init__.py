@@ -1,0 +1,1 @@
+"""Use cases: what shipmate does for each intent and job, over the adapters."""
