@@ -170,7 +170,16 @@ async def state_is(crew: Crew, release_id: str, state: ReleaseState, within: flo
     async def reached() -> bool:
         return (await crew.release(release_id)).state is state
 
-    await until(reached, within=within, what=f"{release_id} to be {state.value}")
+    try:
+        await until(reached, within=within, what=f"{release_id} to be {state.value}")
+    except TimeoutError as err:
+        # what it did instead, for whoever reads a failure
+        release = await crew.release(release_id)
+        steps = "; ".join(f"{s.name} {s.status.value} {s.detail}" for s in release.steps)
+        raise TimeoutError(
+            f"{err}; it is {release.state.value} (fence {release.fence}, reason "
+            f"{release.reason!r}); steps: {steps or 'none'}"
+        ) from None
     return time.monotonic()
 
 
