@@ -34,39 +34,12 @@ ALLOWED: dict[str, set[str]] = {
     "bot.services": {"bot.domain", "bot.trace", "bot.config", "deployer"},
     # bolt listeners and the GitHub webhook: parse, call a service, answer
     "handlers": {"bot.domain", "bot.trace", "bot.config", "bot.services"},
-    # the processes and the composition root
-    "bot.runtime": {
-        "bot.domain",
-        "bot.trace",
-        "bot.config",
-        "deployer",
-        "bot.adapters",
-        "bot.services",
-        "handlers",
-    },
-    # the local stack: emulator, demo, the tiny image
-    "bot.local": {
-        "bot.domain",
-        "bot.trace",
-        "bot.config",
-        "deployer",
-        "bot.adapters",
-        "bot.services",
-        "handlers",
-        "bot.runtime",
-    },
-    "bot.cli": {
-        "bot.domain",
-        "bot.trace",
-        "bot.config",
-        "deployer",
-        "bot.adapters",
-        "bot.services",
-        "handlers",
-        "bot.runtime",
-        "bot.local",
-    },
 }
+# the outer layers see every layer inside them: the processes and the composition root,
+# then the local stack (emulator, demo, the tiny image), then the CLI that starts it
+ALLOWED["bot.runtime"] = set(ALLOWED)
+ALLOWED["bot.local"] = ALLOWED["bot.runtime"] | {"bot.runtime"}
+ALLOWED["bot.cli"] = ALLOWED["bot.local"] | {"bot.local"}
 
 #: what is left to do: use cases take the Redis store, the Slack gateway and the metrics
 #: recorder as concrete classes instead of ports (Protocols), and handlers reach the store
